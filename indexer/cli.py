@@ -1,0 +1,271 @@
+"""The ``glimpse`` command line.
+
+Human-readable output by default, ``--json`` for scripts. Errors print their
+title and message to stderr and exit with the error's code:
+
+  0 success; 1 unexpected error; 2 bad usage or query; 3 indexing finished but
+  some photos could not be read; 4 model weights unavailable; 5 not found;
+  130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import GlimpseError, NotFoundError
+from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
+from indexer.pipeline import Control, IndexReport, Progress
+from indexer.services import Services, Settings, build_services
+from store.paths import HOME_ENV, AppPaths
+from store.vectors import index_path
+
+log = logging.getLogger("glimpse")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="glimpse",
+        description="Semantic photo search on your own machine.",
+        epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
+    )
+    p.add_argument("--model", help=f"model preset or open_clip name (default {DEFAULT_MODEL}; "
+                                    f"'toyworld' for the bundled test model)")
+    p.add_argument("--weights", help="a weights file for the model, instead of downloading")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
+    p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("index", help="add folders and index their photos")
+    s.add_argument("paths", nargs="+", type=Path)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--workers", type=int, help="decode processes (default: one per core)")
+    s.add_argument("--json", action="store_true", help="print a JSON summary")
+
+    for name, helptext in (("search", "search by text, image or a combination"),
+                           ("similar", "find photos similar to an image")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("query" if name == "search" else "image")
+        s.add_argument("-k", "--top", type=int, default=20, dest="k", help="number of results (default 20)")
+        s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
+        s.add_argument("--json", action="store_true", help="print results as JSON")
+
+    s = sub.add_parser("status", help="what the library holds and whether its index is healthy")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("models", help="model presets and which are on this machine")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def cmd_index(svc: Services, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    roots = []
+    for path in args.paths:
+        resolved = path.expanduser().resolve()
+        if not resolved.is_dir():
+            raise NotFoundError(f"{path} is not a folder.", title="Folder not found")
+        roots.append(resolved)
+    control = Control()
+    gen = svc.pipeline.run(roots, control)
+    bar = None
+    report: IndexReport | None = None
+    try:
+        while True:
+            try:
+                progress: Progress = next(gen)
+            except StopIteration as stop:
+                report = stop.value
+                break
+            if progress.phase == "loading":
+                log.info("loading model %s", svc.model.display)
+            elif progress.phase == "scanning":
+                log.info("scanning %s", ", ".join(map(str, roots)))
+            elif progress.phase == "indexing":
+                if bar is None:
+                    bar = tqdm(total=progress.total, unit="photo", file=sys.stderr, dynamic_ncols=True,
+                               disable=None, desc="indexing")
+                bar.total = progress.total
+                bar.n = progress.done
+                bar.set_postfix(failed=progress.failed, refresh=False)
+                bar.refresh()
+    except KeyboardInterrupt:
+        control.cancel()
+        gen.close()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    assert report is not None
+    scan = report.scan
+    summary = {
+        "found": scan.found if scan else 0,
+        "new": scan.new if scan else 0,
+        "changed": scan.changed if scan else 0,
+        "moved": scan.moved if scan else 0,
+        "removed": scan.removed if scan else 0,
+        "indexed": report.indexed,
+        "failed": report.failed,
+        "seconds": round(report.seconds, 2),
+        "photos_per_second": round(report.rate, 2),
+        "failures": [{"path": p, "error": e} for p, e in report.failures],
+        "unreadable_folders": scan.unreadable_dirs if scan else [],
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{summary['found']} photos found: {summary['new']} new, {summary['changed']} changed, "
+              f"{summary['moved']} moved, {summary['removed']} removed.")
+        print(f"Indexed {report.indexed} in {report.seconds:.1f} s ({report.rate:.1f} photos/s); "
+              f"{report.failed} could not be read.")
+        for path, error in report.failures[:20]:
+            print(f"  failed: {path}: {error}", file=sys.stderr)
+        if len(report.failures) > 20:
+            print(f"  ... and {len(report.failures) - 20} more (see `glimpse status`)", file=sys.stderr)
+    return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+def _print_results(results: list, as_json: bool) -> None:  # type: ignore[type-arg]
+    if as_json:
+        _print_json([r.to_json() for r in results])
+        return
+    if not results:
+        print("No results. Is the library indexed? Try `glimpse status`.")
+    for r in results:
+        print(f"{r.score:7.4f}  {r.path}")
+
+
+def cmd_search(svc: Services, args: argparse.Namespace) -> int:
+    results = svc.search.search(args.query, k=args.k, folders=args.folder, base_dir=Path.cwd())
+    _print_results(results, args.json)
+    return EXIT_OK
+
+
+def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
+    target: str | int = int(args.image[1:]) if args.image.startswith("#") and args.image[1:].isdigit() \
+        else args.image
+    _print_results(svc.search.similar(target, k=args.k, folders=args.folder), args.json)
+    return EXIT_OK
+
+
+def cmd_status(svc: Services, args: argparse.Namespace) -> int:
+    store = svc.store
+    counts = store.status_counts()
+    models = []
+    for m in store.models():
+        assert m.id is not None
+        state = store.index_state(m.id)
+        stored = store.count_embeddings(m.id)
+        file = index_path(svc.paths.index_dir, m.id)
+        healthy = state.clean and file.exists() and state.count == stored
+        models.append({"key": m.key, "name": m.name, "dim": m.dim, "vectors": stored,
+                       "index": "ok" if healthy else "stale (rebuilt on next use)",
+                       "index_generation": state.generation})
+    failures = [{"path": f.path, "error": f.error} for f in store.failures(limit=50)]
+    data = {"library": str(svc.paths.data_dir), "folders": [f.path for f in store.folders()],
+            "images": counts, "models": models, "failures": failures}
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    print(f"Library: {data['library']}")
+    print(f"Folders: {len(data['folders'])}")
+    for f in data["folders"]:
+        print(f"  {f}")
+    print("Photos: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    for m in models:
+        print(f"Model {m['key']}: {m['vectors']} vectors, index {m['index']}")
+    if failures:
+        print("Unreadable photos:")
+        for f in failures:
+            print(f"  {f['path']}: {f['error']}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    active = os.environ.get(MODEL_ENV) or args.model or DEFAULT_MODEL
+    rows = []
+    for p in PRESETS.values():
+        if p.local_dir is not None:
+            on_disk = any(p.local_dir.glob("open_clip_model.*"))
+        else:
+            from open_clip.pretrained import get_pretrained_cfg
+
+            repo = os.path.split(get_pretrained_cfg(p.arch, p.pretrained or "").get("hf_hub", ""))[0]
+            on_disk = bool(repo) and cached_hf_weights(repo) is not None
+        rows.append({"name": p.name, "weights": f"{p.arch}/{p.pretrained}" if p.pretrained else "bundled",
+                     "licence": p.licence, "imagenet_zero_shot": p.imagenet_top1,
+                     "multilingual": p.multilingual, "on_disk": on_disk, "default": p.name == DEFAULT_MODEL,
+                     "active": p.name == active, "summary": p.summary})
+    if args.json:
+        _print_json(rows)
+        return EXIT_OK
+    for r in rows:
+        flags = "".join(("*" if r["active"] else " ", "D" if r["on_disk"] else " "))
+        print(f"{flags} {r['name']:<22} {r['licence']:<28} {r['summary']}")
+    print("\n* active   D weights on this machine   (choose with --model or GLIMPSE_MODEL)")
+    return EXIT_OK
+
+
+def _setup_logging(verbose: int) -> None:
+    """Quiet by default (the commands print what matters); -v shows Glimpse's steps, -vv everything."""
+    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    if verbose == 1:
+        for name in ("glimpse", "indexer", "store"):
+            logging.getLogger(name).setLevel(logging.INFO)
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        if args.command == "models":
+            return cmd_models(args)
+        settings = Settings.load(AppPaths.from_env().settings_file)
+        settings.model = args.model or settings.model
+        settings.weights = args.weights or settings.weights
+        settings.device = args.device if args.device != "auto" else settings.device
+        settings.threads = args.threads or settings.threads
+        if args.command == "index":
+            settings.batch_size = args.batch_size or settings.batch_size
+            settings.decode_workers = args.workers or settings.decode_workers
+        svc = build_services(AppPaths.from_env(), settings)
+        try:
+            return COMMANDS[args.command](svc, args)
+        finally:
+            svc.close()
+    except GlimpseError as exc:
+        print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("glimpse: interrupted; finished work is saved, run the command again to continue.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Photo decoding: from a file on disk to a model-ready pixel array and a thumbnail.
+
+Decoding, not the model, bounds indexing on a CPU (shared/performance.md), so:
+
+* JPEGs are decoded with ``Image.draft()``, which lets libjpeg scale by 1/2, 1/4
+  or 1/8 during the DCT: a 12 MP photo costs a fifth of a full decode. The draft
+  size is never below what the model or the thumbnail needs.
+* EXIF orientation is applied after the reduced decode (cheap on small images).
+* The thumbnail comes from the same decode; a photo is never decoded twice.
+
+Everything here is plain Pillow and NumPy so it runs in worker processes without
+importing torch. Every failure becomes a :class:`DecodeError` with a reason a
+person can read; the pipeline records it and moves on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from indexer.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 250_000_000  # 250 MP: above any camera, below a decompression bomb
+THUMBNAIL_SIZE = 256
+
+_TAG_ORIENTATION = 0x0112
+_TAG_MAKE = 0x010F
+_TAG_MODEL = 0x0110
+_TAG_DATETIME = 0x0132
+_IFD_EXIF = 0x8769
+_TAG_DATETIME_ORIGINAL = 0x9003
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How a model wants its pixels: open_clip's preprocess config, made picklable.
+
+    Mean and std are applied on the model side (in batches); workers send uint8.
+    """
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
+
+    @classmethod
+    def from_open_clip(cls, cfg: dict[str, Any]) -> PreprocessSpec:
+        size = cfg["size"]
+        if isinstance(size, (tuple, list)):
+            if size[0] != size[1]:
+                raise ValueError(f"non-square model input {size} is not supported")
+            size = size[0]
+        interpolation = cfg.get("interpolation") or "bicubic"
+        return cls(
+            size=int(size),
+            mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
+            interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
+            resize_mode=cfg.get("resize_mode") or "shortest",
+            fill_color=int(cfg.get("fill_color") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class PhotoMetadata:
+    width: int  # as displayed, after EXIF orientation
+    height: int
+    orientation: int | None
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    pixels: np.ndarray  # uint8, (size, size, 3), model-ready before normalisation
+    metadata: PhotoMetadata
+    thumbnail: bytes | None  # JPEG
+
+
+def register_heif() -> None:
+    """Teach Pillow HEIC/HEIF; called by whoever decodes (never at import time)."""
+    try:
+        import pillow_heif
+    except ImportError:  # pragma: no cover - optional at runtime, declared as a dependency
+        log.warning("pillow-heif is not installed; HEIC photos will be reported as unreadable")
+        return
+    pillow_heif.register_heif_opener()
+
+
+def _clean(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).replace("\x00", "").strip()
+    return text or None
+
+
+def _parse_exif_date(value: Any) -> datetime | None:
+    text = _clean(value)
+    if not text:
+        return None
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M"):
+        try:
+            return datetime.strptime(text[:19], fmt)
+        except ValueError:
+            continue
+    return None
+
+
+def _read_exif(img: Image.Image) -> tuple[int | None, datetime | None, str | None, str | None]:
+    try:
+        exif = img.getexif()
+    except Exception:  # a damaged EXIF block must not cost us the photo
+        return None, None, None, None
+    orientation = exif.get(_TAG_ORIENTATION)
+    try:
+        sub = exif.get_ifd(_IFD_EXIF)
+    except Exception:
+        sub = {}
+    taken = _parse_exif_date(sub.get(_TAG_DATETIME_ORIGINAL)) or _parse_exif_date(exif.get(_TAG_DATETIME))
+    orient = int(orientation) if isinstance(orientation, int) and 1 <= orientation <= 8 else None
+    return orient, taken, _clean(exif.get(_TAG_MAKE)), _clean(exif.get(_TAG_MODEL))
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha on white, CMYK and palettes converted, 16-bit scaled."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and peak <= 1.0:
+            arr = arr * 255.0
+        elif peak > 255.0:
+            arr = arr * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_photo(path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, PhotoMetadata]:
+    """Decode ``path`` to an oriented RGB image whose shorter side is at least ``min_side``
+    (when the file is that large), using DCT scaling for JPEGs."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+            try:
+                w, h = img.size
+                if w <= 0 or h <= 0:
+                    raise DecodeError(f"{path.name}: the image has no pixels ({w}×{h}).")
+                if w * h > max_pixels:
+                    raise DecodeError(
+                        f"{path.name}: {w}×{h} pixels ({w * h / 1e6:.0f} MP) is over the "
+                        f"{max_pixels / 1e6:.0f} MP safety limit (possible decompression bomb)."
+                    )
+                orientation, taken, make, model = _read_exif(img)
+                if img.format == "JPEG":
+                    # draft() keeps both sides >= the request, so the short side stays >= min_side.
+                    img.draft(None, (min_side, min_side))
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                img = _to_rgb(img)
+            except BaseException:
+                img.close()
+                raise
+    except DecodeError:
+        raise
+    except FileNotFoundError as exc:
+        raise DecodeError(f"{path.name}: the file disappeared before it could be read.") from exc
+    except PermissionError as exc:
+        raise DecodeError(f"{path.name}: permission denied.") from exc
+    except UnidentifiedImageError as exc:
+        size = path.stat().st_size if path.exists() else 0
+        why = "the file is empty" if size == 0 else "not an image, or a format Glimpse cannot read"
+        raise DecodeError(f"{path.name}: {why}.") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DecodeError(f"{path.name}: too many pixels (possible decompression bomb): {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
+        text = str(exc) or type(exc).__name__
+        if "truncated" in text.lower():
+            text = "the file is truncated (incomplete download or copy?)"
+        raise DecodeError(f"{path.name}: {text}") from exc
+    meta = PhotoMetadata(img.width, img.height, orientation, taken, make, model)
+    return img, meta
+
+
+def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Resize and crop exactly as open_clip's inference transform does, as uint8 HWC."""
+    s = spec.size
+    w, h = img.size
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize_mode == "squash":
+        out = img.resize((s, s), resample)
+    elif spec.resize_mode == "longest":
+        scale = s / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        resized = img.resize((nw, nh), resample)
+        out = Image.new("RGB", (s, s), (spec.fill_color,) * 3)
+        out.paste(resized, ((s - nw) // 2, (s - nh) // 2))
+    else:  # shortest side to s, then centre crop (torchvision Resize(int) + CenterCrop)
+        if w <= h:
+            nw, nh = s, int(s * h / w)
+        else:
+            nw, nh = int(s * w / h), s
+        resized = img.resize((nw, nh), resample) if (nw, nh) != (w, h) else img
+        left = int(round((nw - s) / 2.0))
+        top = int(round((nh - s) / 2.0))
+        out = resized.crop((left, top, left + s, top + s))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def make_thumbnail(img: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
+    thumb = img.copy()
+    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85, optimize=False)
+    return buf.getvalue()
+
+
+def decode_photo(
+    path: Path | str,
+    spec: PreprocessSpec,
+    thumbnail_size: int | None = THUMBNAIL_SIZE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedPhoto:
+    """Decode once; produce the model input and (optionally) the thumbnail from it."""
+    need = max(spec.size, thumbnail_size or 0)
+    img, meta = open_photo(path, need, max_pixels)
+    try:
+        pixels = to_model_input(img, spec)
+        thumb = make_thumbnail(img, thumbnail_size) if thumbnail_size else None
+    finally:
+        img.close()
+    return DecodedPhoto(pixels=pixels, metadata=meta, thumbnail=thumb)

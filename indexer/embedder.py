@@ -1,0 +1,259 @@
+"""Image and text embeddings from open_clip models.
+
+``OpenClipEmbedder`` loads lazily under a lock (the GUI shows its window first and
+loads on a worker), picks the device (cuda > mps > cpu unless told), and picks the
+precision: fp16/bf16 on GPUs; on CPUs bf16 only where the CPU has bf16 matrix
+units *and* a short timed matmul confirms it (elsewhere bf16 is ~1000x slower).
+The model is cast, not autocast: autocast was slower than fp32 on these CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from indexer.decode import PreprocessSpec
+from indexer.errors import ModelUnavailableError
+from indexer.models import ModelSpec, fetch_hf_weights, fingerprint_file, hf_cache_dir
+from store.records import ModelRecord
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the pipeline, search and tagging need from a model. Outputs are L2-normalised float32."""
+
+    def load(self) -> None: ...
+
+    @property
+    def record(self) -> ModelRecord: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def preprocess(self) -> PreprocessSpec: ...
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray: ...
+
+
+def pick_device(preference: str = "auto") -> str:
+    import torch
+
+    if preference != "auto":
+        return preference
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_bf16_is_fast() -> bool:
+    """True where bf16 matmul units exist and measurably beat fp32 (checked, not assumed)."""
+    if not ({"amx_bf16", "avx512_bf16"} & _cpu_flags()):
+        return False
+    import torch
+
+    def timed(dtype: torch.dtype) -> float:
+        a = torch.randn(384, 384).to(dtype)
+        torch.mm(a, a)
+        start = time.perf_counter()
+        for _ in range(8):
+            torch.mm(a, a)
+        return time.perf_counter() - start
+
+    fp32, bf16 = timed(torch.float32), timed(torch.bfloat16)
+    log.debug("cpu matmul fp32 %.4fs bf16 %.4fs", fp32, bf16)
+    return bf16 < fp32 * 0.8
+
+
+def pick_precision(device: str, preference: str = "auto") -> str:
+    if preference != "auto":
+        return preference
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "mps":
+        return "fp16"
+    return "bf16" if cpu_bf16_is_fast() else "fp32"
+
+
+class OpenClipEmbedder:
+    """Any open_clip model (CLIP, SigLIP, MobileCLIP, the toy world) behind the Embedder protocol."""
+
+    def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto",
+                 threads: int | None = None) -> None:
+        self.spec = spec
+        self._device_pref = device
+        self._precision_pref = precision
+        self._threads = threads
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._record: ModelRecord | None = None
+        self._preprocess: PreprocessSpec | None = None
+        self._mean: Any = None
+        self._std: Any = None
+        self.device = "cpu"
+        self.precision = "fp32"
+        self.image_calls = 0  # batches embedded; tests use it to prove work is not repeated
+
+    # ---- loading ------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                self._load()
+
+    def _load(self) -> None:
+        import open_clip
+        import torch
+
+        if self._threads:
+            torch.set_num_threads(self._threads)
+        started = time.perf_counter()
+        model, weights_id = self._create(open_clip)
+        model.eval()
+        self.device = pick_device(self._device_pref)
+        self.precision = pick_precision(self.device, self._precision_pref)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
+        model = model.to(device=self.device, dtype=dtype)
+        cfg = open_clip.get_model_preprocess_cfg(model)
+        self._preprocess = PreprocessSpec.from_open_clip(cfg)
+        self._mean = torch.tensor(self._preprocess.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self._preprocess.std, device=self.device).view(1, 3, 1, 1)
+        try:
+            self._tokenizer = open_clip.get_tokenizer(self.spec.arch)
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"{self.spec.display} needs an extra package for its tokenizer ({exc}). "
+                "Install it with: pip install 'glimpse[siglip]'") from exc
+        except Exception as exc:
+            raise ModelUnavailableError(
+                f"The tokenizer of {self.spec.display} is not on this machine and could not be "
+                f"downloaded ({exc}). It is fetched once into the Hugging Face cache {hf_cache_dir()}.") from exc
+        with torch.inference_mode():
+            dim = int(model.encode_text(self._tokenizer(["a photo"]).to(self.device)).shape[-1])
+        self._model = model
+        self._record = ModelRecord(
+            key=self._key(weights_id), name=self.spec.name, dim=dim,
+            preprocess=json.dumps(asdict(self._preprocess), sort_keys=True),
+            pretrained=self.spec.pretrained, weights_id=weights_id)
+        log.info("loaded %s on %s (%s) in %.1f s", self.spec.display, self.device, self.precision,
+                 time.perf_counter() - started)
+
+    def _key(self, weights_id: str | None) -> str:
+        if weights_id:
+            return f"{self.spec.arch.removeprefix('local-dir:')}@{weights_id}" if not self.spec.local_dir \
+                else f"{self.spec.name}@{weights_id}"
+        return f"{self.spec.arch}/{self.spec.pretrained}"
+
+    def _create(self, open_clip: Any) -> tuple[Any, str | None]:
+        """Build the model with its weights; returns (model, weights fingerprint or None)."""
+        spec = self.spec
+        if spec.local_dir is not None:
+            weights = next((spec.local_dir / f for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+                            if (spec.local_dir / f).is_file()), None)
+            if weights is None:
+                raise ModelUnavailableError(
+                    f"{spec.local_dir} holds no open_clip_model.safetensors or open_clip_pytorch_model.bin.")
+            return open_clip.create_model(spec.arch, require_pretrained=True), fingerprint_file(weights)
+        if spec.arch.startswith("hf-hub:"):
+            repo = spec.arch[len("hf-hub:"):]
+            fetch_hf_weights(repo, spec)  # fails fast and clearly when offline; later loads hit the cache
+            return open_clip.create_model(spec.arch, require_pretrained=True), None
+
+        from open_clip.pretrained import get_pretrained_cfg
+
+        tag_cfg = get_pretrained_cfg(spec.arch, spec.pretrained) if spec.pretrained else {}
+        preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+        if spec.weights_file is not None:
+            path, weights_id = spec.weights_file, fingerprint_file(spec.weights_file)
+        else:
+            # open_clip writes "org/name/" (default file names) or "org/name/file.bin".
+            repo, filename = os.path.split(tag_cfg.get("hf_hub") or "")
+            if not repo:
+                raise ModelUnavailableError(
+                    f"{spec.display} has no Hugging Face download; pass its checkpoint with --weights FILE.")
+            path, weights_id = fetch_hf_weights(repo, spec, (filename,) if filename else None), None
+        try:
+            model = open_clip.create_model(spec.arch, pretrained=str(path), force_preprocess_cfg=preprocess,
+                                           weights_only=True)
+        except (RuntimeError, ValueError, OSError, KeyError) as exc:
+            raise ModelUnavailableError(
+                f"Could not load the weights of {spec.display} from {path}: {exc}. The file may be damaged "
+                f"or belong to another architecture.", title="Cannot load model weights") from exc
+        return model, weights_id
+
+    # ---- embedding ----------------------------------------------------------------------
+
+    @property
+    def record(self) -> ModelRecord:
+        self.load()
+        assert self._record is not None
+        return self._record
+
+    @property
+    def dim(self) -> int:
+        return self.record.dim
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        self.load()
+        assert self._preprocess is not None
+        return self._preprocess
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) model-size pixels -> (N, dim) unit vectors."""
+        import torch
+        import torch.nn.functional as F
+
+        self.load()
+        if len(pixels) == 0:
+            return np.empty((0, self.dim), np.float32)
+        self.image_calls += 1
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
+            x = x.to(next(self._model.parameters()).dtype)
+            feats = self._model.encode_image(x)
+            return F.normalize(feats.float(), dim=-1).cpu().numpy()
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        self.load()
+        with torch.inference_mode():
+            tokens = self._tokenizer(list(texts)).to(self.device)
+            feats = self._model.encode_text(tokens)
+            return F.normalize(feats.float(), dim=-1).cpu().numpy()

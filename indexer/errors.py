@@ -1,0 +1,34 @@
+"""Errors raised by the indexer, on top of the store's hierarchy."""
+
+from __future__ import annotations
+
+from store.errors import GlimpseError, NotFoundError, StoreError
+
+__all__ = [
+    "DecodeError",
+    "GlimpseError",
+    "ModelUnavailableError",
+    "NotFoundError",
+    "QueryError",
+    "StoreError",
+]
+
+
+class ModelUnavailableError(GlimpseError):
+    """The embedding model's weights are not on disk and could not be fetched."""
+
+    title = "Model weights not available"
+    exit_code = 4
+
+
+class QueryError(GlimpseError):
+    """A search query could not be understood."""
+
+    title = "Cannot read the query"
+    exit_code = 2
+
+
+class DecodeError(GlimpseError):
+    """A photo could not be decoded; the reason is recorded and the file skipped."""
+
+    title = "Cannot read photo"

@@ -1,0 +1,111 @@
+"""The query language shared by the CLI and the GUI.
+
+A query is a signed, weighted sum of terms::
+
+    dog on a beach at sunset            one text term
+    "beach" - "people"                  minus: push results away from a concept
+    beach -people                       the same, shorter
+    holiday.jpg + "at night"            an image file as a term
+    #123 + 2*"snow"                     an indexed image by id, and a weight
+
+An operator is a ``+`` or ``-`` at the start or after a space, followed by a
+space, a quote, a ``#`` or a letter, so hyphenated words (``t-shirt``) stay text.
+A term that names an existing file, or ``#id``, is an image; anything else is text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.errors import QueryError
+
+_WEIGHT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.+)$", re.DOTALL)
+_IMAGE_ID = re.compile(r"^#(\d+)$")
+
+
+@dataclass(frozen=True)
+class Term:
+    kind: str  # "text" | "file" | "id"
+    value: str
+    weight: float  # signed
+
+    @property
+    def image_id(self) -> int:
+        return int(self.value)
+
+
+@dataclass(frozen=True)
+class Query:
+    terms: tuple[Term, ...]
+
+    @property
+    def has_positive(self) -> bool:
+        return any(t.weight > 0 for t in self.terms)
+
+
+def _is_operator(text: str, i: int) -> bool:
+    nxt = text[i + 1] if i + 1 < len(text) else ""
+    return (i == 0 or text[i - 1].isspace()) and (nxt.isspace() or nxt.isalnum() or nxt in "\"'#.")
+
+
+def _split(text: str) -> list[tuple[int, str]]:
+    """Split into (sign, raw term) on top-level operators, respecting quotes."""
+    parts: list[tuple[int, str]] = []
+    sign, buf, quote = 1, "", ""
+    operator_pending = False  # an operator was read and no term has followed it yet
+    for i, ch in enumerate(text):
+        if quote:
+            buf += ch
+            quote = "" if ch == quote else quote
+        elif ch in "\"'" and (not buf.strip() or buf.rstrip().endswith("*")):
+            quote = ch
+            buf += ch
+        elif ch in "+-" and _is_operator(text, i):
+            if buf.strip():
+                parts.append((sign, buf))
+            elif operator_pending:
+                raise QueryError("Two operators in a row; put a term between them.")
+            sign, buf, operator_pending = (1 if ch == "+" else -1), "", True
+        else:
+            buf += ch
+    if quote:
+        raise QueryError(f"A quote ({quote}) is not closed.")
+    if buf.strip():
+        parts.append((sign, buf))
+    elif operator_pending:
+        raise QueryError("The query ends with an operator; add a term after it.")
+    return parts
+
+
+def parse_query(text: str, base_dir: Path | None = None) -> Query:
+    """Parse ``text``; raises :class:`QueryError` with a readable reason."""
+    if not text or not text.strip():
+        raise QueryError("The query is empty.")
+    terms: list[Term] = []
+    for sign, raw in _split(text.strip()):
+        weight = 1.0
+        m = _WEIGHT.match(raw)
+        if m:
+            weight = float(m.group(1))
+            raw = m.group(2)
+        raw = raw.strip()
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
+        value = raw[1:-1].strip() if quoted else raw
+        if not value:
+            raise QueryError("A term is empty (\"\").")
+        if not quoted and (mid := _IMAGE_ID.match(value)):
+            terms.append(Term("id", mid.group(1), sign * weight))
+            continue
+        candidate = Path(value).expanduser()
+        if base_dir is not None and not candidate.is_absolute():
+            candidate = base_dir / candidate
+        if candidate.is_file():
+            terms.append(Term("file", str(candidate.resolve()), sign * weight))
+        else:
+            terms.append(Term("text", value, sign * weight))
+    query = Query(tuple(terms))
+    if not query.has_positive:
+        raise QueryError("A query needs at least one term to search for; it cannot only exclude.")
+    return query

@@ -1,0 +1,203 @@
+"""Finding photos on disk and reconciling them with the library.
+
+A rescan of an unchanged library must take seconds, so the comparison is by
+``(size, mtime_ns)`` from one ``stat`` per file against one range query per
+root; file contents are read only for new or changed files. A new path whose
+content hash matches a row whose file is gone is a move: the row keeps its id
+and its vectors, and nothing is re-embedded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.library import LibraryStore
+from store.records import ChangedFile, FileState, MovedFile, NewFile, ScanChanges
+from store.schema import ImageStatus
+
+log = logging.getLogger(__name__)
+
+PHOTO_EXTENSIONS = frozenset({
+    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
+    ".tif", ".tiff", ".heic", ".heif", ".hif",
+})
+# Folders that hold system or application files, never the user's photos.
+SKIP_DIRS = frozenset({
+    "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information", "lost+found",
+    "__MACOSX", "node_modules", "Thumbs", ".Trash", ".Trashes",
+})
+_HASH_BLOCK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanReport:
+    """What a scan changed; ``stale_ids`` must leave every vector index."""
+
+    found: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    stale_ids: list[int] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)
+
+
+def is_photo(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in PHOTO_EXTENSIONS
+
+
+def _skip_dir(name: str) -> bool:
+    return name.startswith(".") or name in SKIP_DIRS or name.startswith(".Trash-")
+
+
+def walk_photos(root: Path, unreadable: list[str] | None = None) -> Iterator[FoundFile]:
+    """Every photo file under ``root``, depth first.
+
+    Hidden and system folders are skipped. Symlinked folders are followed, but each
+    real folder is visited once (by device and inode), so a link loop ends.
+    """
+    try:
+        st = root.stat()
+    except OSError as exc:
+        if unreadable is not None:
+            unreadable.append(f"{root}: {exc.strerror}")
+        return
+    seen: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            log.warning("cannot read folder %s: %s", folder, exc.strerror)
+            if unreadable is not None:
+                unreadable.append(f"{folder}: {exc.strerror}")
+            continue
+        subdirs: list[str] = []
+        for entry in entries:
+            name = entry.name
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    if _skip_dir(name):
+                        continue
+                    est = entry.stat(follow_symlinks=True)
+                    key = (est.st_dev, est.st_ino)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    subdirs.append(entry.path)
+                elif is_photo(name) and not name.startswith("."):
+                    est = entry.stat(follow_symlinks=True)
+                    if stat.S_ISREG(est.st_mode):
+                        yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
+            except OSError as exc:  # broken symlink, vanished file, permission
+                log.debug("skipping %s: %s", entry.path, exc)
+        stack.extend(sorted(subdirs, reverse=True))
+
+
+def content_hash(path: str | Path, size: int | None = None) -> str:
+    """A fast identity for a file's content: its size and its first and last 64 KiB.
+
+    Enough to tell photos apart (their headers and tails differ), and it reads at most
+    128 KiB, so recognising a moved folder of large photos stays cheap.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        if size is None:
+            size = os.fstat(fh.fileno()).st_size
+        h.update(size.to_bytes(8, "little"))
+        h.update(fh.read(_HASH_BLOCK))
+        if size > 2 * _HASH_BLOCK:
+            fh.seek(-_HASH_BLOCK, os.SEEK_END)
+            h.update(fh.read(_HASH_BLOCK))
+        elif size > _HASH_BLOCK:
+            h.update(fh.read())
+    return h.hexdigest()
+
+
+def _safe_hash(path: str, size: int) -> str | None:
+    try:
+        return content_hash(path, size)
+    except OSError as exc:
+        log.debug("cannot hash %s: %s", path, exc)
+        return None
+
+
+class Scanner:
+    """Reconciles the store with what is on disk under the given roots."""
+
+    def __init__(self, store: LibraryStore) -> None:
+        self.store = store
+
+    def scan(self, roots: list[Path], on_found: Callable[[int], None] | None = None) -> ScanReport:
+        """Scan every root and apply what changed in one transaction."""
+        report = ScanReport()
+        changes = ScanChanges()
+        candidates: list[tuple[FoundFile, int]] = []  # new paths, with their root's folder id
+        gone: dict[str, FileState] = {}
+        for root in roots:
+            folder = self.store.add_folder(str(root))
+            known = self.store.files_under(str(root))
+            for found in walk_photos(root, report.unreadable_dirs):
+                report.found += 1
+                if on_found is not None and report.found % 500 == 0:
+                    on_found(report.found)
+                row = known.pop(found.path, None)
+                if row is None:
+                    candidates.append((found, folder.id))
+                elif row.size == found.size and row.mtime_ns == found.mtime_ns and row.status != ImageStatus.MISSING:
+                    report.unchanged += 1
+                else:
+                    changes.changed.append(ChangedFile(row.id, found.size, found.mtime_ns,
+                                                       _safe_hash(found.path, found.size)))
+            gone.update(known)  # known rows under the root that the walk did not find
+
+        hashes = {c.path: _safe_hash(c.path, c.size) for c, _ in candidates}
+        by_hash = self.store.files_with_hash(h for h in hashes.values() if h)
+        claimed: set[int] = set()
+        for found, folder_id in candidates:
+            h = hashes[found.path]
+            origin = self._moved_from(by_hash.get(h, []) if h else [], found, gone, claimed)
+            if origin is not None:
+                claimed.add(origin.id)
+                gone.pop(origin.path, None)
+                changes.moved.append(MovedFile(origin.id, found.path, folder_id, found.size, found.mtime_ns))
+            else:
+                changes.new.append(NewFile(found.path, folder_id, found.size, found.mtime_ns, h))
+        changes.removed = [row.id for row in gone.values()]
+
+        report.new = len(changes.new)
+        report.changed = len(changes.changed)
+        report.moved = len(changes.moved)
+        report.removed = len(changes.removed)
+        report.stale_ids = changes.removed + [c.id for c in changes.changed]
+        self.store.apply_scan(changes)
+        log.info("scan: %d found, %d new, %d changed, %d moved, %d removed", report.found, report.new,
+                 report.changed, report.moved, report.removed)
+        return report
+
+    @staticmethod
+    def _moved_from(rows: list[FileState], found: FoundFile, gone: dict[str, FileState],
+                    claimed: set[int]) -> FileState | None:
+        """The row this file was moved from: same content, and its old path is gone."""
+        for row in rows:
+            if row.id in claimed or row.size != found.size:
+                continue
+            if row.path in gone or not os.path.exists(row.path):
+                return row
+        return None

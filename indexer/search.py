@@ -1,0 +1,122 @@
+"""Search: turn a query into one vector and rank the library against it.
+
+Each term is embedded and L2-normalised, then the signed, weighted terms are
+summed and normalised again (the arithmetic rclip and the CLIP paper use). Image
+terms reuse the stored vector when the photo is indexed, so "find similar" on a
+library photo costs no model call at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from indexer.decode import decode_photo
+from indexer.embedder import Embedder
+from indexer.errors import NotFoundError, QueryError
+from indexer.query import Query, Term, parse_query
+from store.library import LibraryStore
+from store.vectors import ModelVectors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    image_id: int
+    path: str
+    score: float
+    width: int | None = None
+    height: int | None = None
+    taken_at: datetime | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.image_id,
+            "path": self.path,
+            "score": round(float(self.score), 6),
+            "width": self.width,
+            "height": self.height,
+            "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+        }
+
+
+class SearchService:
+    def __init__(self, store: LibraryStore, embedder: Embedder, vectors: Callable[[], ModelVectors]) -> None:
+        self.store = store
+        self.embedder = embedder
+        self._vectors = vectors
+
+    def search(self, text: str, k: int = 20, folders: Sequence[str] | None = None,
+               base_dir: Path | None = None) -> list[SearchResult]:
+        """Rank the library for a query in the shared query language."""
+        return self.search_query(parse_query(text, base_dir), k, folders)
+
+    def similar(self, image: str | int, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
+        """Photos like ``image`` (a file path or an indexed image id); the image itself is left out."""
+        if isinstance(image, int):
+            term = Term("id", str(image), 1.0)
+        else:
+            path = Path(image).expanduser()
+            if not path.is_file():
+                raise NotFoundError(f"{path} does not exist or is not a file.")
+            term = Term("file", str(path.resolve()), 1.0)
+        return self.search_query(Query((term,)), k, folders)
+
+    def search_query(self, query: Query, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
+        vectors = self._vectors()
+        vec, query_ids = self.query_vector(query, vectors)
+        allowed = None
+        if folders:
+            allowed = self.store.ids_under([str(Path(f).expanduser().resolve()) for f in folders])
+        hits = vectors.search(vec, k + len(query_ids), allowed)
+        keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in query_ids]
+        keep = keep[:k]
+        records = self.store.images([i for i, _ in keep])
+        results = []
+        for image_id, score in keep:
+            rec = records.get(image_id)
+            if rec is None:  # deleted between the vector search and this lookup
+                continue
+            results.append(SearchResult(image_id, rec.path, score, rec.width, rec.height, rec.taken_at))
+        return results
+
+    def query_vector(self, query: Query, vectors: ModelVectors) -> tuple[np.ndarray, set[int]]:
+        """The unit query vector, and the ids of indexed photos used as terms (to leave out)."""
+        texts = [t for t in query.terms if t.kind == "text"]
+        text_vecs = self.embedder.embed_texts([t.value for t in texts]) if texts else np.empty((0, 0))
+        total = np.zeros(vectors.dim, dtype=np.float64)
+        query_ids: set[int] = set()
+        for term, vec in zip(texts, text_vecs, strict=True):
+            total += term.weight * vec
+        for term in query.terms:
+            if term.kind == "text":
+                continue
+            vec, image_id = self._image_vector(term, vectors)
+            if image_id is not None:
+                query_ids.add(image_id)
+            total += term.weight * vec
+        norm = np.linalg.norm(total)
+        if norm < 1e-6:
+            raise QueryError("The terms cancel each other out; there is nothing left to search for.")
+        return (total / norm).astype(np.float32), query_ids
+
+    def _image_vector(self, term: Term, vectors: ModelVectors) -> tuple[np.ndarray, int | None]:
+        if term.kind == "id":
+            vec = self.store.embedding(term.image_id, vectors.model_id, vectors.dim)
+            if vec is None:
+                raise NotFoundError(f"No indexed photo has id #{term.image_id}.")
+            return vec, term.image_id
+        rec = self.store.image_by_path(term.value)
+        if rec is not None:
+            vec = self.store.embedding(rec.id, vectors.model_id, vectors.dim)
+            if vec is not None:
+                return vec, rec.id
+        # Not in the library (or not embedded yet): decode and embed it now.
+        photo = decode_photo(term.value, self.embedder.preprocess, thumbnail_size=None)
+        return self.embedder.embed_images(photo.pixels[None])[0], None

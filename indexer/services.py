@@ -1,0 +1,91 @@
+"""The composition root: the one place that builds Glimpse's services.
+
+The CLI and the GUI both call :func:`build_services`; every class takes its
+collaborators as arguments, so tests can hand in fakes. Nothing here runs at
+import time, and nothing is global: two libraries can be open in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from indexer.decode import register_heif
+from indexer.embedder import Embedder, OpenClipEmbedder
+from indexer.models import ModelSpec, resolve_model
+from indexer.pipeline import IndexingPipeline, PipelineConfig
+from indexer.search import SearchService
+from indexer.thumbnails import ThumbnailCache
+from store.library import LibraryStore
+from store.paths import AppPaths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Settings:
+    """User choices. Unset fields mean "decide automatically"."""
+
+    model: str | None = None
+    weights: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    batch_size: int | None = None
+    decode_workers: int | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Saved settings (the GUI writes them); a missing or damaged file means defaults."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    def pipeline_config(self) -> PipelineConfig:
+        base = PipelineConfig()
+        return PipelineConfig(
+            batch_size=self.batch_size or base.batch_size,
+            decode_workers=self.decode_workers or base.decode_workers,
+        )
+
+
+@dataclass
+class Services:
+    paths: AppPaths
+    settings: Settings
+    model: ModelSpec
+    store: LibraryStore
+    embedder: Embedder
+    thumbnails: ThumbnailCache
+    pipeline: IndexingPipeline
+    search: SearchService
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | None = None) -> Services:
+    """Open the library at ``paths`` and wire up the services (the model loads lazily)."""
+    paths.ensure()
+    register_heif()
+    model = resolve_model(settings.model, settings.weights)
+    store = LibraryStore.open(paths.database)
+    if embedder is None:
+        embedder = OpenClipEmbedder(model, device=settings.device, precision=settings.precision,
+                                    threads=settings.threads)
+    thumbnails = ThumbnailCache(paths.thumbnails_dir)
+    pipeline = IndexingPipeline(store, embedder, paths.index_dir, thumbnails, settings.pipeline_config())
+    search = SearchService(store, embedder, pipeline.vectors)
+    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search)

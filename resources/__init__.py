@@ -1,0 +1,1 @@
+"""Data files shipped with Glimpse (icons, style sheets, vocabularies); never model weights."""

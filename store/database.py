@@ -1,0 +1,90 @@
+"""Opening the SQLite library: connection settings and explicit schema migrations.
+
+WAL lets readers (the GUI, a second CLI) run while the indexer writes;
+``synchronous=NORMAL`` in WAL mode survives a killed process without losing a
+committed transaction. Foreign keys are off by default in SQLite and must be
+switched on per connection, or the cascades in the schema would not fire.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from store.errors import SchemaTooNewError, StoreError
+from store.schema import SCHEMA_VERSION, Base, Meta
+
+log = logging.getLogger(__name__)
+
+# MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
+# created directly at SCHEMA_VERSION from the current models.
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+
+def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def open_engine(path: Path) -> Engine:
+    """An engine over the library at ``path``, created and migrated as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{path}", future=True)
+    event.listen(engine, "connect", _on_connect)
+    try:
+        migrate(engine)
+    except (OperationalError, DatabaseError) as exc:
+        engine.dispose()
+        raise StoreError(
+            f"Cannot open the library database {path}: {exc.orig}. If the file is damaged, "
+            "move it aside; Glimpse will create a new one and re-index your folders.",
+            title="Library database unreadable",
+        ) from exc
+    return engine
+
+
+def schema_version(conn: Connection) -> int:
+    """The version stamped in ``meta``, or 0 for an empty database."""
+    has_meta = conn.execute(
+        text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")
+    ).first()
+    if not has_meta:
+        return 0
+    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+    return int(row[0]) if row else 0
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to ``SCHEMA_VERSION`` in one transaction per step."""
+    with engine.begin() as conn:
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"This library was written by a newer Glimpse (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}). Update Glimpse, or point GLIMPSE_HOME at another folder."
+            )
+        if version == 0:
+            Base.metadata.create_all(conn)
+            _stamp(conn, SCHEMA_VERSION)
+            log.info("created library schema v%d", SCHEMA_VERSION)
+            return
+    while version < SCHEMA_VERSION:
+        with engine.begin() as conn:
+            MIGRATIONS[version](conn)
+            version += 1
+            _stamp(conn, version)
+            log.info("migrated library schema to v%d", version)
+
+
+def _stamp(conn: Connection, version: int) -> None:
+    conn.execute(text("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', :v)"), {"v": str(version)})

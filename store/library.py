@@ -1,0 +1,336 @@
+"""Repository over the library database.
+
+All writes for one unit of work (a scan's findings, a batch of embeddings) go
+through one transaction, so a kill at any moment leaves either all of it or
+none of it. Hot paths use Core statements (``executemany``), which are several
+times faster than the ORM unit of work at 100k rows (see shared/performance.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+
+from store.database import open_engine
+from store.errors import NotFoundError
+from store.records import (
+    EmbeddedImage,
+    FailedImage,
+    FileState,
+    FolderRecord,
+    ImageRecord,
+    IndexStateRecord,
+    ModelRecord,
+    ScanChanges,
+)
+from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model
+
+_images = Image.__table__
+_emb = Embedding.__table__
+_folders = Folder.__table__
+_models = Model.__table__
+_state = IndexState.__table__
+
+# SQLite's default limit on bound parameters is 32766; stay well below it.
+_CHUNK = 5000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _chunks(items: Sequence[int], size: int = _CHUNK) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _under(path: str) -> tuple[str, str]:
+    """Bounds for a range query that selects every path strictly under a folder.
+
+    ``path + os.sep`` up to the next character after the separator: a range on
+    the unique index instead of a LIKE, which would need escaping and scan.
+    """
+    prefix = path.rstrip(os.sep) + os.sep
+    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+
+
+def _to_record(row: object) -> ImageRecord:
+    m = row._mapping  # type: ignore[attr-defined]
+    return ImageRecord(
+        id=m["id"], path=m["path"], folder_id=m["folder_id"], size=m["size"], mtime_ns=m["mtime_ns"],
+        status=m["status"], width=m["width"], height=m["height"], taken_at=m["taken_at"],
+        camera_make=m["camera_make"], camera_model=m["camera_model"], error=m["error"],
+        thumbnail_key=m["thumbnail_key"], content_hash=m["content_hash"],
+    )
+
+
+class LibraryStore:
+    """Folders, images, models and embeddings of one library."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, path: Path) -> LibraryStore:
+        return cls(open_engine(path))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- folders -------------------------------------------------------------------------
+
+    def add_folder(self, path: str) -> FolderRecord:
+        """Register a watched root (idempotent)."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(_folders).where(_folders.c.path == path)).first()
+            if row is None:
+                conn.execute(insert(_folders).values(path=path, added_at=_now(), enabled=True))
+                row = conn.execute(select(_folders).where(_folders.c.path == path)).one()
+        m = row._mapping
+        return FolderRecord(m["id"], m["path"], m["added_at"], m["enabled"])
+
+    def folders(self) -> list[FolderRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_folders).order_by(_folders.c.path)).all()
+        return [FolderRecord(r.id, r.path, r.added_at, r.enabled) for r in rows]
+
+    def remove_folder(self, path: str) -> list[int]:
+        """Forget a root and every image under it; returns the removed image ids."""
+        lo, hi = _under(path)
+        with self.engine.begin() as conn:
+            folder = conn.execute(select(_folders.c.id).where(_folders.c.path == path)).first()
+            if folder is None:
+                raise NotFoundError(f"{path} is not a folder of this library.")
+            ids = list(conn.execute(
+                select(_images.c.id).where(and_(_images.c.path >= lo, _images.c.path < hi))
+            ).scalars())
+            self._delete_images(conn, ids)
+            conn.execute(delete(_folders).where(_folders.c.id == folder.id))
+        return ids
+
+    # ---- scanning ------------------------------------------------------------------------
+
+    def files_under(self, root: str) -> dict[str, FileState]:
+        """Every known file under ``root``, keyed by path (one indexed range scan)."""
+        lo, hi = _under(root)
+        cols = (_images.c.id, _images.c.path, _images.c.size, _images.c.mtime_ns, _images.c.status,
+                _images.c.content_hash)
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*cols).where(and_(_images.c.path >= lo, _images.c.path < hi))).all()
+        return {r.path: FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash) for r in rows}
+
+    def files_with_hash(self, hashes: Iterable[str]) -> dict[str, list[FileState]]:
+        """Known files by content hash; the scanner uses this to recognise moves."""
+        wanted = list(set(hashes))
+        found: dict[str, list[FileState]] = {}
+        cols = (_images.c.id, _images.c.path, _images.c.size, _images.c.mtime_ns, _images.c.status,
+                _images.c.content_hash)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(wanted):  # type: ignore[arg-type]
+                for r in conn.execute(select(*cols).where(_images.c.content_hash.in_(chunk))):
+                    found.setdefault(r.content_hash, []).append(
+                        FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash))
+        return found
+
+    def apply_scan(self, changes: ScanChanges) -> None:
+        """Record what a scan found, atomically.
+
+        Changed files lose their vectors (the pixels changed) and go back to pending;
+        moved files keep id and vectors; removed files go with their vectors.
+        """
+        if changes.empty:
+            return
+        with self.engine.begin() as conn:
+            if changes.removed:
+                self._delete_images(conn, changes.removed)
+            if changes.moved:
+                conn.execute(
+                    update(_images).where(_images.c.id == bindparam("b_id")).values(
+                        path=bindparam("b_path"), folder_id=bindparam("b_folder"),
+                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime")),
+                    [{"b_id": m.id, "b_path": m.new_path, "b_folder": m.folder_id, "b_size": m.size,
+                      "b_mtime": m.mtime_ns} for m in changes.moved],
+                )
+            if changes.changed:
+                ids = [c.id for c in changes.changed]
+                for chunk in _chunks(ids):
+                    conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
+                self._mark_indexes_dirty(conn)
+                conn.execute(
+                    update(_images).where(_images.c.id == bindparam("b_id")).values(
+                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime"),
+                        content_hash=bindparam("b_hash"), status=ImageStatus.PENDING, error=None),
+                    [{"b_id": c.id, "b_size": c.size, "b_mtime": c.mtime_ns, "b_hash": c.content_hash}
+                     for c in changes.changed],
+                )
+            if changes.new:
+                conn.execute(insert(_images), [
+                    {"path": n.path, "folder_id": n.folder_id, "size": n.size, "mtime_ns": n.mtime_ns,
+                     "content_hash": n.content_hash, "status": ImageStatus.PENDING}
+                    for n in changes.new
+                ])
+
+    def _delete_images(self, conn, ids: Sequence[int]) -> None:  # type: ignore[no-untyped-def]
+        if not ids:
+            return
+        for chunk in _chunks(list(ids)):
+            conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
+            conn.execute(delete(_images).where(_images.c.id.in_(chunk)))
+        self._mark_indexes_dirty(conn)
+
+    @staticmethod
+    def _mark_indexes_dirty(conn, model_id: int | None = None) -> None:  # type: ignore[no-untyped-def]
+        stmt = update(_state).values(clean=False)
+        if model_id is not None:
+            stmt = stmt.where(_state.c.model_id == model_id)
+        conn.execute(stmt)
+
+    # ---- models --------------------------------------------------------------------------
+
+    def register_model(self, model: ModelRecord) -> int:
+        """The id of this embedding space, created on first use."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(_models.c.id).where(_models.c.key == model.key)).first()
+            if row is not None:
+                return int(row[0])
+            res = conn.execute(insert(_models).values(
+                key=model.key, name=model.name, pretrained=model.pretrained,
+                weights_id=model.weights_id, dim=model.dim, preprocess=model.preprocess,
+                created_at=_now()))
+            model_id = int(res.inserted_primary_key[0])  # type: ignore[index]
+            conn.execute(insert(_state).values(model_id=model_id, generation=0, count=0, clean=False))
+            return model_id
+
+    def models(self) -> list[ModelRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_models).order_by(_models.c.id)).all()
+        return [ModelRecord(key=r.key, name=r.name, dim=r.dim, preprocess=r.preprocess,
+                            pretrained=r.pretrained, weights_id=r.weights_id, id=r.id) for r in rows]
+
+    # ---- indexing ------------------------------------------------------------------------
+
+    def pending_images(self, model_id: int, under: Sequence[str] | None = None) -> list[tuple[int, str]]:
+        """Images that still need a vector from this model (failed ones excluded), by id."""
+        has_vec = select(_emb.c.image_id).where(
+            and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
+        cond = and_(_images.c.status.in_((ImageStatus.PENDING, ImageStatus.INDEXED)), ~has_vec)
+        if under:
+            ranges = [and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, under)]
+            cond = and_(cond, or_(*ranges))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_images.c.id, _images.c.path).where(cond).order_by(_images.c.id)).all()
+        return [(r.id, r.path) for r in rows]
+
+    def save_batch(self, model_id: int, done: Sequence[EmbeddedImage], failed: Sequence[FailedImage]) -> None:
+        """Commit one batch: vectors, metadata and statuses together, or nothing."""
+        now = _now()
+        with self.engine.begin() as conn:
+            if done:
+                # INSERT OR REPLACE: a batch re-run after a crash must not duplicate.
+                conn.execute(insert(_emb).prefix_with("OR REPLACE"), [
+                    {"model_id": model_id, "image_id": d.image_id, "vector": d.vector} for d in done])
+                conn.execute(
+                    update(_images).where(_images.c.id == bindparam("b_id")).values(
+                        status=ImageStatus.INDEXED, error=None, width=bindparam("b_w"), height=bindparam("b_h"),
+                        taken_at=bindparam("b_taken"), camera_make=bindparam("b_make"),
+                        camera_model=bindparam("b_model"), orientation=bindparam("b_orient"),
+                        thumbnail_key=bindparam("b_thumb"), indexed_at=now),
+                    [{"b_id": d.image_id, "b_w": d.width, "b_h": d.height, "b_taken": d.taken_at,
+                      "b_make": d.camera_make, "b_model": d.camera_model, "b_orient": d.orientation,
+                      "b_thumb": d.thumbnail_key} for d in done],
+                )
+                self._mark_indexes_dirty(conn, model_id)
+            if failed:
+                conn.execute(
+                    update(_images).where(_images.c.id == bindparam("b_id")).values(
+                        status=ImageStatus.FAILED, error=bindparam("b_err"), indexed_at=now),
+                    [{"b_id": f.image_id, "b_err": f.error} for f in failed],
+                )
+
+    # ---- vectors -------------------------------------------------------------------------
+
+    def count_embeddings(self, model_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)).scalar_one())
+
+    def iter_embeddings(self, model_id: int, dim: int, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids int64, vectors float32) in chunks, for rebuilding a vector index."""
+        last = -1
+        with self.engine.connect() as conn:
+            while True:
+                rows = conn.execute(
+                    select(_emb.c.image_id, _emb.c.vector)
+                    .where(and_(_emb.c.model_id == model_id, _emb.c.image_id > last))
+                    .order_by(_emb.c.image_id).limit(chunk)).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f2").reshape(len(rows), dim)
+                yield ids, vecs.astype(np.float32)
+                last = int(ids[-1])
+
+    def embedding(self, image_id: int, model_id: int, dim: int) -> np.ndarray | None:
+        with self.engine.connect() as conn:
+            blob = conn.execute(select(_emb.c.vector).where(
+                and_(_emb.c.model_id == model_id, _emb.c.image_id == image_id))).scalar()
+        return None if blob is None else np.frombuffer(blob, dtype="<f2").reshape(dim).astype(np.float32)
+
+    def index_state(self, model_id: int) -> IndexStateRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_state).where(_state.c.model_id == model_id)).first()
+        if row is None:
+            return IndexStateRecord(0, 0, False)
+        return IndexStateRecord(row.generation, row.count, bool(row.clean))
+
+    def mark_index_saved(self, model_id: int, generation: int, count: int) -> None:
+        """Called after the index file for ``generation`` is safely on disk.
+
+        Only marks clean if the embedding count still matches, so a save that raced a
+        commit is never trusted.
+        """
+        with self.engine.begin() as conn:
+            actual = conn.execute(
+                select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)).scalar_one()
+            conn.execute(update(_state).where(_state.c.model_id == model_id).values(
+                generation=generation, count=count, clean=(actual == count)))
+
+    # ---- queries -------------------------------------------------------------------------
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
+        out: dict[int, ImageRecord] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                for row in conn.execute(select(_images).where(_images.c.id.in_(chunk))):
+                    out[row.id] = _to_record(row)
+        return out
+
+    def image_by_path(self, path: str) -> ImageRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_images).where(_images.c.path == path)).first()
+        return None if row is None else _to_record(row)
+
+    def ids_under(self, folders: Sequence[str]) -> np.ndarray:
+        """Ids of every image under any of ``folders`` (for filtered search)."""
+        ranges = [and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)]
+        with self.engine.connect() as conn:
+            ids = conn.execute(select(_images.c.id).where(or_(*ranges))).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def status_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_images.c.status, func.count()).group_by(_images.c.status)).all()
+        counts = dict.fromkeys(ImageStatus.ALL, 0)
+        counts.update({r[0]: int(r[1]) for r in rows})
+        return counts
+
+    def failures(self, limit: int = 1000) -> list[ImageRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_images).where(_images.c.status == ImageStatus.FAILED)
+                                .order_by(_images.c.path).limit(limit)).all()
+        return [_to_record(r) for r in rows]

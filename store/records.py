@@ -1,0 +1,129 @@
+"""Plain records that cross the store boundary.
+
+Callers get frozen dataclasses, not ORM objects, so nothing outside the store
+holds a session or triggers lazy SQL from another thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class FolderRecord:
+    id: int
+    path: str
+    added_at: datetime
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the scanner compares against the disk."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    status: str
+    content_hash: str | None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    path: str
+    folder_id: int | None
+    size: int
+    mtime_ns: int
+    status: str
+    width: int | None = None
+    height: int | None = None
+    taken_at: datetime | None = None
+    camera_make: str | None = None
+    camera_model: str | None = None
+    error: str | None = None
+    thumbnail_key: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """An embedding space; ``key`` identifies architecture + exact weights."""
+
+    key: str
+    name: str
+    dim: int
+    preprocess: str
+    pretrained: str | None = None
+    weights_id: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class NewFile:
+    path: str
+    folder_id: int | None
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    id: int
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+
+
+@dataclass(frozen=True)
+class MovedFile:
+    id: int
+    new_path: str
+    folder_id: int | None
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanChanges:
+    """Everything one scan found, applied in one transaction."""
+
+    new: list[NewFile] = field(default_factory=list)
+    changed: list[ChangedFile] = field(default_factory=list)
+    moved: list[MovedFile] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.new or self.changed or self.moved or self.removed)
+
+
+@dataclass(frozen=True)
+class EmbeddedImage:
+    """A successfully decoded and embedded photo, ready to commit."""
+
+    image_id: int
+    vector: bytes  # float16 little-endian, L2-normalised
+    width: int
+    height: int
+    taken_at: datetime | None
+    camera_make: str | None
+    camera_model: str | None
+    orientation: int | None
+    thumbnail_key: str | None
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    image_id: int
+    error: str
+
+
+@dataclass(frozen=True)
+class IndexStateRecord:
+    generation: int
+    count: int
+    clean: bool

@@ -1,0 +1,232 @@
+"""FAISS vector index per embedding model, a rebuildable cache of ``embeddings``.
+
+Vectors are L2-normalised, so inner product is cosine similarity. Ids are
+``images.id`` through ``IndexIDMap2`` (which can also reconstruct a vector by id).
+The file holds a small header (magic, generation, count) and the serialised
+index, written to a temporary file and moved into place with ``os.replace``,
+so a reader sees the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from store.errors import StoreError
+from store.library import LibraryStore
+
+log = logging.getLogger(__name__)
+
+_MAGIC = b"GLMPVEC1"
+_HEADER = struct.Struct("<8sQQQ")  # magic, generation, count, dim
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    ids: np.ndarray  # int64, best first
+    scores: np.ndarray  # float32 cosine similarity
+
+
+class VectorIndex:
+    """An exact inner-product index keyed by image id; thread-safe."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._lock = threading.RLock()
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors for ids not yet in the index (callers remove stale ids first).
+
+        No implicit replace: ``remove_ids`` scans the whole flat index, which would
+        make every batch O(n) while indexing a large library.
+        """
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"expected {len(ids)} vectors of dim {self.dim}, got {vectors.shape}")
+        with self._lock:
+            self._index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray | list[int]) -> int:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def contains(self, image_id: int) -> bool:
+        with self._lock:
+            try:
+                self._index.reconstruct(int(image_id))
+            except RuntimeError:
+                return False
+            return True
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
+        """The ``k`` nearest vectors to ``query`` (one vector), optionally among ``allowed`` ids."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        with self._lock:
+            n = len(self)
+            if n == 0 or k <= 0:
+                return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
+            params = None
+            if allowed is not None:
+                if len(allowed) == 0:
+                    return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64)))
+            scores, ids = self._index.search(q, min(k, n), params=params)
+        keep = ids[0] >= 0
+        return SearchHits(ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
+
+    # ---- persistence --------------------------------------------------------------------
+
+    def save(self, path: Path, generation: int) -> None:
+        """Write atomically: temp file in the same folder, fsync, ``os.replace``."""
+        with self._lock:
+            blob = faiss.serialize_index(self._index)
+            count = len(self)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(_HEADER.pack(_MAGIC, generation, count, self.dim))
+                fh.write(blob.tobytes())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.generation = generation
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> VectorIndex:
+        """Read a saved index; raises ``StoreError`` if the file is damaged or of another shape."""
+        try:
+            data = path.read_bytes()
+            magic, generation, count, file_dim = _HEADER.unpack_from(data)
+            if magic != _MAGIC or file_dim != dim:
+                raise ValueError("not a Glimpse vector index of this dimension")
+            index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8, offset=_HEADER.size))
+            if index.ntotal != count or index.d != dim:
+                raise ValueError("header does not match the index")
+        except (OSError, ValueError, RuntimeError, struct.error) as exc:
+            raise StoreError(f"Vector index {path} is unreadable ({exc}).") from exc
+        out = cls(dim)
+        out._index = index
+        out.generation = generation
+        return out
+
+
+def index_path(index_dir: Path, model_id: int) -> Path:
+    return index_dir / f"model-{model_id}.faiss"
+
+
+def open_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: Path) -> VectorIndex:
+    """Load the model's index file if the database vouches for it, else rebuild it.
+
+    The file is trusted only when ``index_state`` is clean, its generation matches
+    the file's, and the counts agree; anything else (a kill between a commit and a
+    save, a deleted or damaged file) rebuilds from ``embeddings``.
+    """
+    path = index_path(index_dir, model_id)
+    state = store.index_state(model_id)
+    if path.exists() and state.clean:
+        try:
+            index = VectorIndex.load(path, dim)
+        except StoreError as exc:
+            log.warning("%s; rebuilding from the library", exc.message)
+        else:
+            if index.generation == state.generation and len(index) == state.count:
+                return index
+            log.info("vector index for model %d is stale (file gen %d, db gen %d); rebuilding",
+                     model_id, index.generation, state.generation)
+    return rebuild_vector_index(store, model_id, dim, index_dir)
+
+
+def rebuild_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: Path) -> VectorIndex:
+    """Build the index from the stored vectors and save it as the next generation."""
+    index = VectorIndex(dim)
+    for ids, vecs in store.iter_embeddings(model_id, dim):
+        index.add(ids, vecs)
+    save_vector_index(store, model_id, index, index_dir)
+    log.info("rebuilt vector index for model %d with %d vectors", model_id, len(index))
+    return index
+
+
+def save_vector_index(store: LibraryStore, model_id: int, index: VectorIndex, index_dir: Path) -> None:
+    """Save as the next generation, then record that generation in the database."""
+    generation = max(store.index_state(model_id).generation, index.generation) + 1
+    index.save(index_path(index_dir, model_id), generation)
+    store.mark_index_saved(model_id, generation, len(index))
+
+
+class ModelVectors:
+    """The vector index of one embedding model, kept in step with the library.
+
+    Adds and removes go to memory at once; the file is rewritten at most every
+    ``save_interval`` seconds while indexing (and always by :meth:`save`). A kill in
+    between is harmless: the database marks the file unclean and the next open
+    rebuilds it from ``embeddings``.
+    """
+
+    def __init__(self, store: LibraryStore, model_id: int, dim: int, index_dir: Path,
+                 index: VectorIndex, save_interval: float = 60.0) -> None:
+        self.store = store
+        self.model_id = model_id
+        self.dim = dim
+        self.index_dir = index_dir
+        self.index = index
+        self.save_interval = save_interval
+        self._dirty = False
+        self._last_save = time.monotonic()
+
+    @classmethod
+    def open(cls, store: LibraryStore, model_id: int, dim: int, index_dir: Path,
+             save_interval: float = 60.0) -> ModelVectors:
+        index = open_vector_index(store, model_id, dim, index_dir)
+        return cls(store, model_id, dim, index_dir, index, save_interval)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self.index.add(ids, vectors)
+            self._dirty = True
+
+    def remove(self, ids: np.ndarray | list[int]) -> None:
+        if len(ids) and self.index.remove(ids):
+            self._dirty = True
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
+        return self.index.search(query, k, allowed)
+
+    def maybe_save(self) -> None:
+        if self._dirty and time.monotonic() - self._last_save >= self.save_interval:
+            self.save()
+
+    def save(self) -> None:
+        """Persist if anything changed since the last save (or the database distrusts the file)."""
+        if self._dirty or not self.store.index_state(self.model_id).clean:
+            save_vector_index(self.store, self.model_id, self.index, self.index_dir)
+        self._dirty = False
+        self._last_save = time.monotonic()
