@@ -160,7 +160,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_photo(path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, PhotoMetadata]:
+def open_photo(
+    path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[Image.Image, PhotoMetadata]:
     """Decode ``path`` to an oriented RGB image whose shorter side is at least ``min_side``
     (when the file is that large), using DCT scaling for JPEGs."""
     path = Path(path)
@@ -198,13 +200,15 @@ def open_photo(path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PI
         why = "the file is empty" if size == 0 else "not an image, or a format Glimpse cannot read"
         raise DecodeError(f"{path.name}: {why}.") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"{path.name}: too many pixels (possible decompression bomb): {exc}") from exc
+        raise DecodeError(f"{path.name}: over the safety limit on pixels (possible decompression bomb): {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         text = str(exc) or type(exc).__name__
         if "truncated" in text.lower():
             text = "the file is truncated (incomplete download or copy?)"
         raise DecodeError(f"{path.name}: {text}") from exc
-    meta = PhotoMetadata(img.width, img.height, orientation, taken, make, model)
+    # The photo's real size as displayed, not the size of the reduced decode.
+    shown = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    meta = PhotoMetadata(shown[0], shown[1], orientation, taken, make, model)
     return img, meta
 
 
@@ -227,8 +231,8 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         else:
             nw, nh = int(s * w / h), s
         resized = img.resize((nw, nh), resample) if (nw, nh) != (w, h) else img
-        left = int(round((nw - s) / 2.0))
-        top = int(round((nh - s) / 2.0))
+        left = round((nw - s) / 2.0)
+        top = round((nh - s) / 2.0)
         out = resized.crop((left, top, left + s, top + s))
     return np.asarray(out, dtype=np.uint8)
 

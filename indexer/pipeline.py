@@ -27,16 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.decode import (
-    DEFAULT_MAX_PIXELS,
-    THUMBNAIL_SIZE,
-    PhotoMetadata,
-    PreprocessSpec,
-    decode_photo,
-    register_heif,
-)
+from indexer.decode import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE
+from indexer.decode_worker import Decoded, DecodeJob, decode_job, init_worker
 from indexer.embedder import Embedder
-from indexer.errors import DecodeError
 from indexer.scanner import Scanner, ScanReport
 from indexer.thumbnails import ThumbnailCache, thumbnail_key
 from store.library import LibraryStore
@@ -110,47 +103,6 @@ class Control:
         self._running.wait()
 
 
-# ---- worker side (runs in decode processes; imports no torch) -----------------------------
-
-@dataclass(frozen=True)
-class _Job:
-    image_id: int
-    path: str
-    thumb_key: str | None
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    job: _Job
-    pixels: np.ndarray | None = None
-    meta: PhotoMetadata | None = None
-    error: str | None = None
-
-
-def _init_worker(max_pixels: int) -> None:
-    from PIL import Image
-
-    # Our own limit is checked before decoding; lift Pillow's lower default to match it.
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    register_heif()
-
-
-def _decode_job(job: _Job, spec: PreprocessSpec, thumb_dir: str | None, thumb_size: int | None,
-                max_pixels: int) -> _Decoded:
-    try:
-        photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels)
-    except DecodeError as exc:
-        return _Decoded(job, error=exc.message)
-    except Exception as exc:  # an unexpected decoder bug must cost one photo, not the run
-        return _Decoded(job, error=f"{Path(job.path).name}: unexpected decoder error: {exc!r}")
-    if thumb_dir and job.thumb_key and photo.thumbnail:
-        try:
-            ThumbnailCache(Path(thumb_dir)).put(job.thumb_key, photo.thumbnail)
-        except OSError as exc:
-            log.warning("cannot write thumbnail for %s: %s", job.path, exc)
-    return _Decoded(job, pixels=photo.pixels, meta=photo.metadata)
-
-
 # ---- the pipeline -------------------------------------------------------------------------
 
 class IndexingPipeline:
@@ -205,20 +157,20 @@ class IndexingPipeline:
         spec = self.embedder.preprocess
         thumb_dir = str(self.thumbnails.root) if self.thumbnails is not None else None
         hashes = self._thumb_keys([i for i, _ in pending])
-        jobs = [_Job(i, p, hashes.get(i)) for i, p in pending]
+        jobs = [DecodeJob(i, p, hashes.get(i)) for i, p in pending]
         total = len(jobs)
         next_job = 0
-        in_flight: dict[Future[_Decoded], _Job] = {}
+        in_flight: dict[Future[Decoded], DecodeJob] = {}
         crashes: dict[int, int] = {}
-        decoded: list[_Decoded] = []
+        decoded: list[Decoded] = []
         failed: list[FailedImage] = []
-        model_futures: list[tuple[Future[np.ndarray], list[_Decoded]]] = []
+        model_futures: list[tuple[Future[np.ndarray], list[Decoded]]] = []
         max_in_flight = max(cfg.decode_workers * 4, cfg.batch_size * 2)
         t0 = time.monotonic()
 
         def new_pool() -> ProcessPoolExecutor:
             return ProcessPoolExecutor(cfg.decode_workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(cfg.max_pixels,))
+                                       initializer=init_worker, initargs=(cfg.max_pixels,))
 
         pool = new_pool()
         model_thread = ThreadPoolExecutor(1, thread_name_prefix="glimpse-model")
@@ -231,7 +183,7 @@ class IndexingPipeline:
                 while next_job < total and len(in_flight) < max_in_flight:
                     job = jobs[next_job]
                     next_job += 1
-                    in_flight[pool.submit(_decode_job, job, spec, thumb_dir, cfg.thumbnail_size,
+                    in_flight[pool.submit(decode_job, job, spec, thumb_dir, cfg.thumbnail_size,
                                           cfg.max_pixels)] = job
                 if in_flight:
                     finished, _ = wait(list(in_flight), timeout=0.05, return_when=FIRST_COMPLETED)
@@ -258,7 +210,7 @@ class IndexingPipeline:
                             decoded.append(res)
                     if broken:
                         # A worker died (a decoder crash): resubmit the others in a fresh pool.
-                        for fut, job in list(in_flight.items()):
+                        for job in in_flight.values():
                             crashes[job.image_id] = crashes.get(job.image_id, 0) + 1
                             jobs.append(job)
                             total += 1
@@ -304,7 +256,7 @@ class IndexingPipeline:
         recs = self.store.images(ids)
         return {i: thumbnail_key(r.content_hash, r.path, r.size, r.mtime_ns) for i, r in recs.items()}
 
-    def _commit(self, vectors: ModelVectors, batch: list[_Decoded], vecs: np.ndarray,
+    def _commit(self, vectors: ModelVectors, batch: list[Decoded], vecs: np.ndarray,
                 failed: list[FailedImage]) -> None:
         vecs16 = vecs.astype("<f2")
         done = []

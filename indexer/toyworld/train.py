@@ -91,9 +91,9 @@ def evaluate(model: torch.nn.Module, tokenizer, size: int, mean: torch.Tensor, s
     pred_col = (img @ col.T).argmax(1).tolist()
     n = len(truth)
     return {
-        "full": sum(specs[p] == t for p, t in zip(pred_full, truth)) / n,
-        "shape": sum(SHAPES[p] == t.shape for p, t in zip(pred_shape, truth)) / n,
-        "colour": sum(colours[p] == t.colour for p, t in zip(pred_col, truth)) / n,
+        "full": sum(specs[p] == t for p, t in zip(pred_full, truth, strict=False)) / n,
+        "shape": sum(SHAPES[p] == t.shape for p, t in zip(pred_shape, truth, strict=False)) / n,
+        "colour": sum(colours[p] == t.colour for p, t in zip(pred_col, truth, strict=False)) / n,
     }
 
 

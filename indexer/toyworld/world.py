@@ -140,7 +140,9 @@ def render(
     return img
 
 
-def write_sample_folder(root: Path, per_spec: int = 2, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[tuple[Path, ShapeSpec]]:
+def write_sample_folder(
+    root: Path, per_spec: int = 2, seed: int = 0, size: tuple[int, int] = (320, 240)
+) -> list[tuple[Path, ShapeSpec]]:
     """Write a small library of toy-world JPEGs under ``root`` (nested by shape).
 
     Used by the README quickstart and by tests that need a plain folder of photos.

@@ -1,0 +1,59 @@
+"""The part of indexing that runs in decode worker processes.
+
+Kept in its own small module so a freshly spawned worker imports Pillow, NumPy
+and the decoder only: no torch, FAISS or SQLAlchemy to load before it can work.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.decode import PhotoMetadata, PreprocessSpec, decode_photo, register_heif
+from indexer.errors import DecodeError
+from indexer.thumbnails import ThumbnailCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    image_id: int
+    path: str
+    thumb_key: str | None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    job: DecodeJob
+    pixels: np.ndarray | None = None
+    meta: PhotoMetadata | None = None
+    error: str | None = None
+
+
+def init_worker(max_pixels: int) -> None:
+    from PIL import Image
+
+    # Our own limit is checked before decoding; lift Pillow's lower default to match it.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    register_heif()
+
+
+def decode_job(job: DecodeJob, spec: PreprocessSpec, thumb_dir: str | None, thumb_size: int | None,
+               max_pixels: int) -> Decoded:
+    """Decode one photo; every failure comes back as a reason, never as an exception."""
+    try:
+        photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels)
+    except DecodeError as exc:
+        return Decoded(job, error=exc.message)
+    except Exception as exc:  # an unexpected decoder bug must cost one photo, not the run
+        return Decoded(job, error=f"{Path(job.path).name}: unexpected decoder error: {exc!r}")
+    if thumb_dir and job.thumb_key and photo.thumbnail:
+        try:
+            ThumbnailCache(Path(thumb_dir)).put(job.thumb_key, photo.thumbnail)
+        except OSError as exc:
+            log.warning("cannot write thumbnail for %s: %s", job.path, exc)
+    return Decoded(job, pixels=photo.pixels, meta=photo.metadata)
