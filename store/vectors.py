@@ -87,12 +87,15 @@ class VectorIndex:
             n = len(self)
             if n == 0 or k <= 0:
                 return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
-            params = None
+            params = selector = None
             if allowed is not None:
                 if len(allowed) == 0:
                     return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
-                params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64)))
+                # SearchParameters keeps a raw pointer: the selector must outlive the search call.
+                selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
+                params = faiss.SearchParameters(sel=selector)
             scores, ids = self._index.search(q, min(k, n), params=params)
+            del selector
         keep = ids[0] >= 0
         return SearchHits(ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
 
