@@ -1,0 +1,154 @@
+"""The indexing pipeline with the real toy-world model: meaning, failures, resume, no repeated work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.embedder import OpenClipEmbedder
+from indexer.pipeline import Control, IndexingPipeline, IndexReport, PipelineConfig
+from indexer.search import SearchService
+from indexer.thumbnails import ThumbnailCache
+from indexer.toyworld.world import all_specs
+from store.library import LibraryStore
+from store.paths import AppPaths
+from store.schema import ImageStatus
+from tests.photos import write_photo
+
+
+def _run(pipeline: IndexingPipeline, roots: list[Path], control: Control | None = None) -> IndexReport:
+    gen = pipeline.run(roots, control)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+@pytest.fixture
+def library(paths: AppPaths, toy_embedder: OpenClipEmbedder):
+    store = LibraryStore.open(paths.database)
+    pipeline = IndexingPipeline(store, toy_embedder, paths.index_dir, ThumbnailCache(paths.thumbnails_dir),
+                                PipelineConfig(batch_size=16, decode_workers=2))
+    yield store, pipeline
+    store.close()
+
+
+def _toy_folder(root: Path, per_spec: int = 2) -> dict[Path, str]:
+    truth = {}
+    for n, spec in enumerate(all_specs()):
+        for i in range(per_spec):
+            path = write_photo(root / spec.shape / f"{spec.colour}-{i}.jpg", spec, seed=1000 + n * 10 + i)
+            truth[path] = spec.caption
+    return truth
+
+
+def test_index_then_search_finds_the_right_shapes(library, tmp_path: Path, toy_embedder) -> None:
+    store, pipeline = library
+    truth = _toy_folder(tmp_path / "photos")
+    report = _run(pipeline, [tmp_path / "photos"])
+    assert (report.indexed, report.failed) == (len(truth), 0)
+    search = SearchService(store, toy_embedder, pipeline.vectors)
+    hits = 0
+    for spec in all_specs():
+        top = search.search(spec.caption, k=2)
+        hits += sum(truth[Path(r.path)] == spec.caption for r in top)
+    accuracy = hits / (2 * len(all_specs()))
+    print(f"toy-world retrieval precision@2 over {len(all_specs())} captions: {accuracy:.2%}")
+    assert accuracy >= 0.75
+
+
+def test_bad_files_are_recorded_and_skipped(library, tmp_path: Path) -> None:
+    store, pipeline = library
+    root = tmp_path / "photos"
+    _toy_folder(root, per_spec=1)
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.png").write_text("not a picture")
+    (root / "cut.jpg").write_bytes((root / "circle" / "red-0.jpg").read_bytes()[:400])
+    report = _run(pipeline, [root])
+    assert report.indexed == 36 and report.failed == 3
+    failures = {Path(f.path).name: f.error for f in store.failures()}
+    assert set(failures) == {"empty.jpg", "text.png", "cut.jpg"}
+    assert "empty" in failures["empty.jpg"] and "truncated" in failures["cut.jpg"]
+    assert store.status_counts()[ImageStatus.INDEXED] == 36
+    assert len(pipeline.vectors()) == 36
+
+
+def test_rerun_does_no_work_and_thumbnails_exist(library, tmp_path: Path, paths: AppPaths, toy_embedder) -> None:
+    store, pipeline = library
+    root = tmp_path / "photos"
+    _toy_folder(root, per_spec=1)
+    _run(pipeline, [root])
+    calls = toy_embedder.image_calls
+    again = _run(pipeline, [root])
+    assert again.indexed == 0 and again.scan is not None and again.scan.unchanged == 36
+    assert toy_embedder.image_calls == calls, "an unchanged library must not be embedded again"
+    rec = store.image_by_path(str(root / "star" / "blue-0.jpg"))
+    assert rec is not None and rec.thumbnail_key
+    assert ThumbnailCache(paths.thumbnails_dir).path_for(rec.thumbnail_key).is_file()
+    assert (rec.width, rec.height) == (320, 240)
+
+
+def test_cancel_keeps_finished_batches_and_resume_completes(library, tmp_path: Path) -> None:
+    store, pipeline = library
+    root = tmp_path / "photos"
+    _toy_folder(root, per_spec=3)  # 108 photos, 7 batches
+    control = Control()
+    gen = pipeline.run([root], control)
+    for progress in gen:
+        if progress.phase == "indexing" and progress.done >= 16:
+            control.cancel()
+    model_id = pipeline.vectors().model_id
+    first = store.count_embeddings(model_id)
+    assert 16 <= first < 108
+    report = _run(pipeline, [root])
+    assert report.indexed == 108 - first, "the second run embeds exactly what the first did not"
+    assert store.count_embeddings(model_id) == 108
+    assert sorted(pipeline.vectors().index.ids().tolist()) == sorted(
+        s.id for s in store.files_under(str(root)).values())
+
+
+def test_pause_blocks_until_resumed(library, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    _, pipeline = library
+    root = tmp_path / "photos"
+    _toy_folder(root, per_spec=1)
+    control = Control()
+    control.pause()
+    done = threading.Event()
+
+    def worker() -> None:
+        _run(pipeline, [root], control)
+        done.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    time.sleep(1.5)
+    assert not done.is_set()
+    control.resume()
+    thread.join(timeout=120)
+    assert done.is_set()
+
+
+def test_changed_photo_is_re_embedded_and_vector_replaced(library, tmp_path: Path) -> None:
+    store, pipeline = library
+    root = tmp_path / "photos"
+    spec_a, spec_b = all_specs()[0], all_specs()[-1]
+    path = write_photo(root / "p.jpg", spec_a, seed=1)
+    write_photo(root / "q.jpg", spec_b, seed=2)
+    _run(pipeline, [root])
+    vectors = pipeline.vectors()
+    image_id = store.image_by_path(str(path)).id
+    before = store.embedding(image_id, vectors.model_id, vectors.dim)
+    write_photo(path, spec_b, seed=3)
+    import os
+    os.utime(path, ns=(1, 10**18))
+    report = _run(pipeline, [root])
+    assert report.scan.changed == 1 and report.indexed == 1
+    after = store.embedding(image_id, vectors.model_id, vectors.dim)
+    assert float(np.dot(before, after)) < 0.99
+    assert len(vectors) == 2
