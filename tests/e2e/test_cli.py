@@ -1,0 +1,171 @@
+"""Whole flows through the ``glimpse`` command, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from indexer.toyworld.world import ShapeSpec, all_specs
+from tests.photos import write_photo
+
+
+def glimpse_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "glimpse"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "indexer.cli"]
+
+
+def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(glimpse_cmd() + args, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(GLIMPSE_HOME=str(tmp_path / "home"), GLIMPSE_MODEL="toyworld", HF_HUB_OFFLINE="1",
+             HF_HOME=str(tmp_path / "hf"))
+    e.pop("GLIMPSE_WEIGHTS", None)
+    return e
+
+
+RED_CIRCLE = ShapeSpec("circle", "red")
+BLUE_STAR = ShapeSpec("star", "blue")
+
+
+def _library(root: Path) -> dict[str, ShapeSpec]:
+    """Every format and orientation, nested folders and non-ASCII names; two of each target."""
+    files = {
+        "Ürlaub 2024/straße/rote Kreis 写真.jpg": (RED_CIRCLE, 6),
+        "Ürlaub 2024/circle-upside-down.jpg": (RED_CIRCLE, 3),
+        "phone/IMG_0001.HEIC": (BLUE_STAR, 1),
+        "scans/star.png": (BLUE_STAR, 1),
+        "web/green-heart.webp": (ShapeSpec("heart", "green"), 1),
+        "web/yellow-square.gif": (ShapeSpec("square", "yellow"), 1),
+        "old/orange-cross.bmp": (ShapeSpec("cross", "orange"), 1),
+        "old/purple-triangle.tiff": (ShapeSpec("triangle", "purple"), 1),
+    }
+    truth = {}
+    for n, (rel, (spec, orientation)) in enumerate(files.items()):
+        write_photo(root / rel, spec, seed=500 + n, orientation=orientation)
+        truth[str((root / rel).resolve())] = spec
+    # Distractors: every other shape/colour pair once.
+    for n, spec in enumerate(s for s in all_specs() if s not in (RED_CIRCLE, BLUE_STAR)):
+        path = write_photo(root / "misc" / f"{spec.colour}-{spec.shape}.jpg", spec, seed=900 + n)
+        truth[str(path.resolve())] = spec
+    return truth
+
+
+def test_index_and_search_a_real_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "Photos"
+    truth = _library(root)
+    done = run(["index", str(root), "--json"], env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["found"] == len(truth) and summary["indexed"] == len(truth) and summary["failed"] == 0
+
+    found = run(["search", "a red circle", "--json", "-k", "5"], env)
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    assert [truth[r["path"]] for r in results[:2]] == [RED_CIRCLE, RED_CIRCLE]
+    assert results[0]["score"] >= results[1]["score"] >= results[-1]["score"]
+    rotated = next(r for r in results if r["path"].endswith("写真.jpg"))
+    assert (rotated["width"], rotated["height"]) == (320, 240), "EXIF rotation applied to the real size"
+
+    similar = run(["similar", str(root / "scans" / "star.png"), "--json", "-k", "1"], env)
+    assert similar.returncode == 0, similar.stderr
+    assert json.loads(similar.stdout)[0]["path"].endswith("IMG_0001.HEIC")
+
+    # Combined and negative queries, and the folder filter.
+    combo = json.loads(run(["search", '"a star" - "blue"', "--json", "-k", "3"], env).stdout)
+    assert all(truth[r["path"]].colour != "blue" for r in combo[:2])
+    assert truth[combo[0]["path"]].shape == "star"
+    only_old = json.loads(run(["search", "a red circle", "--json", "--folder", str(root / "old")], env).stdout)
+    assert {Path(r["path"]).parent.name for r in only_old} == {"old"}
+
+    human = run(["search", "a red circle", "-k", "2"], env)
+    assert "rote Kreis 写真.jpg" in human.stdout or "circle-upside-down.jpg" in human.stdout
+
+    status = json.loads(run(["status", "--json"], env).stdout)
+    assert status["images"]["indexed"] == len(truth)
+    assert status["models"][0]["index"] == "ok" and status["models"][0]["vectors"] == len(truth)
+
+    again = json.loads(run(["index", str(root), "--json"], env).stdout)
+    assert again["indexed"] == 0 and again["new"] == 0
+
+
+def test_failures_are_reported_with_exit_code_3(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "mixed"
+    write_photo(root / "ok.jpg", RED_CIRCLE, seed=1)
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a whole jpeg")
+    res = run(["index", str(root)], env)
+    assert res.returncode == 3, res.stderr
+    assert "broken.jpg" in res.stderr and "Indexed 1" in res.stdout
+    status = json.loads(run(["status", "--json"], env).stdout)
+    assert status["failures"][0]["path"].endswith("broken.jpg")
+
+
+def test_errors_have_messages_and_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
+    missing = run(["index", str(tmp_path / "nope")], env)
+    assert missing.returncode == 5 and "not a folder" in missing.stderr
+    bad_query = run(["search", "a + "], env)
+    assert bad_query.returncode == 2 and "operator" in bad_query.stderr
+    offline = dict(env)
+    offline.pop("GLIMPSE_MODEL")
+    no_model = run(["search", "a dog"], offline, timeout=120)
+    assert no_model.returncode == 4
+    assert "Model weights not available" in no_model.stderr and "GLIMPSE_MODEL=toyworld" in no_model.stderr
+    assert "Traceback" not in no_model.stderr
+    models = run(["models", "--json"], env)
+    names = {m["name"]: m for m in json.loads(models.stdout)}
+    assert names["toyworld"]["on_disk"] and names["toyworld"]["active"]
+    assert names["ViT-B-32-256"]["default"] and any(m["multilingual"] for m in names.values())
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_indexes_everything_exactly_once(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "many"
+    specs = all_specs()
+    total = 360
+    for i in range(total):
+        write_photo(root / f"d{i % 7}" / f"p{i:04d}.jpg", specs[i % len(specs)], seed=i, size=(640, 480))
+    db = Path(env["GLIMPSE_HOME"]) / "library.sqlite3"
+    proc = subprocess.Popen(glimpse_cmd() + ["index", str(root), "--batch-size", "8"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    committed = 0
+    while time.monotonic() < deadline and committed < 40:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+                    committed = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+            except sqlite3.Error:
+                continue
+    assert proc.poll() is None, "the indexer finished before it could be killed; use more photos"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        after_kill = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    assert 40 <= after_kill < total
+
+    second = run(["index", str(root), "--json"], env)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["indexed"] == total - after_kill, "nothing embedded twice, nothing lost"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == total
+        assert conn.execute("SELECT count(DISTINCT image_id), count(*) FROM embeddings").fetchone() == (total, total)
+        assert conn.execute("SELECT count(*) FROM images WHERE status != 'indexed'").fetchone()[0] == 0
+    status = json.loads(run(["status", "--json"], env).stdout)
+    assert status["models"][0]["vectors"] == total and status["models"][0]["index"] == "ok"
+    hits = json.loads(run(["search", "a red circle", "--json", "-k", "3"], env).stdout)
+    assert len({h["id"] for h in hits}) == 3
