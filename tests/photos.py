@@ -59,9 +59,7 @@ def write_photo(path: Path, spec: ShapeSpec, seed: int, orientation: int = 1,
         img.save(path, quality=90)
     elif suffix == ".gif":
         img.convert("P", palette=Image.Palette.ADAPTIVE).save(path)
-    elif suffix in (".tif", ".tiff"):
-        img.save(path)
-    elif suffix == ".bmp":
+    elif suffix in (".tif", ".tiff") or suffix == ".bmp":
         img.save(path)
     else:
         raise ValueError(suffix)

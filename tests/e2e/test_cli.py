@@ -136,7 +136,7 @@ def test_sigkill_mid_run_then_resume_indexes_everything_exactly_once(tmp_path: P
     for i in range(total):
         write_photo(root / f"d{i % 7}" / f"p{i:04d}.jpg", specs[i % len(specs)], seed=i, size=(640, 480))
     db = Path(env["GLIMPSE_HOME"]) / "library.sqlite3"
-    proc = subprocess.Popen(glimpse_cmd() + ["index", str(root), "--batch-size", "8"], env=env,
+    proc = subprocess.Popen([*glimpse_cmd(), "index", str(root), "--batch-size", "8"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180
     committed = 0

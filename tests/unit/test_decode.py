@@ -104,7 +104,7 @@ def test_cmyk_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.new("RGB", (64, 64), (30, 60, 220)).convert("CMYK").save(path, quality=95)
     out, _ = open_photo(path, 16)
-    r, g, b = np.asarray(out).reshape(-1, 3).mean(0)
+    r, _g, b = np.asarray(out).reshape(-1, 3).mean(0)
     assert out.mode == "RGB" and b > 180 and r < 80
 
 

@@ -40,8 +40,8 @@ def test_walk_finds_photos_skips_hidden_system_and_other_files(tmp_path: Path) -
 def test_walk_survives_symlink_loops_and_broken_links(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     _touch(root / "sub" / "a.jpg")
-    os.symlink(root, root / "sub" / "loop")
-    os.symlink(tmp_path / "nowhere.jpg", root / "broken.jpg")
+    (root / "sub" / "loop").symlink_to(root)
+    (root / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
     found = [Path(f.path).name for f in walk_photos(root)]
     assert found == ["a.jpg"]
 

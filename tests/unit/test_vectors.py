@@ -98,7 +98,7 @@ def test_clean_index_file_is_reused_not_rebuilt(library, tmp_path: Path, monkeyp
 
 def test_commit_after_save_marks_file_stale_and_next_open_catches_up(library, tmp_path: Path) -> None:
     """A kill between a database commit and the index save must not lose the commit."""
-    store, model, vecs = library
+    store, model, _vecs = library
     mv = ModelVectors.open(store, model, DIM, tmp_path / "idx")
     folder = store.add_folder("/p")
     store.apply_scan(ScanChanges(new=[NewFile("/p/new.jpg", folder.id, 1, 1, None)]))
