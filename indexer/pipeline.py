@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.decode import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE
+from indexer.decode import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, PreprocessSpec
 from indexer.decode_worker import Decoded, DecodeJob, decode_job, init_worker
 from indexer.embedder import Embedder
 from indexer.scanner import Scanner, ScanReport
@@ -103,6 +103,80 @@ class Control:
         self._running.wait()
 
 
+class DecodePool:
+    """Decode jobs in worker processes, a bounded number in flight, surviving worker crashes.
+
+    A decoder that crashes (a segfault in a codec on a hostile file) kills its worker
+    and breaks the whole pool. The jobs that were in flight are retried in a fresh pool;
+    a photo that was in flight during two crashes is reported as failed, so one bad
+    file cannot stop the library from being indexed.
+    """
+
+    def __init__(self, jobs: list[DecodeJob], spec: PreprocessSpec, cfg: PipelineConfig,
+                 thumb_dir: str | None) -> None:
+        self._queue = list(reversed(jobs))  # pop() from the end keeps the original order
+        self._paths = {j.image_id: j.path for j in jobs}
+        self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels)
+        self._cfg = cfg
+        self._max_in_flight = max(cfg.decode_workers * 4, cfg.batch_size * 2)
+        self._in_flight: dict[Future[Decoded], DecodeJob] = {}
+        self._crashes: dict[int, int] = {}
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: forking a process that holds torch's thread pools can deadlock.
+        return ProcessPoolExecutor(self._cfg.decode_workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_worker, initargs=(self._cfg.max_pixels,))
+
+    @property
+    def exhausted(self) -> bool:
+        return not self._queue and not self._in_flight
+
+    def path_of(self, image_id: int) -> str:
+        return self._paths[image_id]
+
+    def pump(self, timeout: float) -> tuple[list[Decoded], list[FailedImage]]:
+        """Top up the workers, then collect whatever finishes within ``timeout``."""
+        while self._queue and len(self._in_flight) < self._max_in_flight:
+            job = self._queue.pop()
+            self._in_flight[self._pool.submit(decode_job, job, *self._args)] = job
+        ok: list[Decoded] = []
+        bad: list[FailedImage] = []
+        if not self._in_flight:
+            return ok, bad
+        finished, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
+        broken = False
+        for future in finished:
+            job = self._in_flight.pop(future)
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                broken = True
+                self._retry_or_fail(job, bad)
+                continue
+            if result.error is not None:
+                bad.append(FailedImage(job.image_id, result.error))
+            else:
+                ok.append(result)
+        if broken:
+            for job in self._in_flight.values():
+                self._retry_or_fail(job, bad)
+            self._in_flight.clear()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+        return ok, bad
+
+    def _retry_or_fail(self, job: DecodeJob, bad: list[FailedImage]) -> None:
+        self._crashes[job.image_id] = self._crashes.get(job.image_id, 0) + 1
+        if self._crashes[job.image_id] >= 2:
+            bad.append(FailedImage(job.image_id, f"{Path(job.path).name}: the decoder crashed on this file"))
+        else:
+            self._queue.append(job)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 # ---- the pipeline -------------------------------------------------------------------------
 
 class IndexingPipeline:
@@ -154,25 +228,22 @@ class IndexingPipeline:
         if not pending:
             return
         cfg = self.config
-        spec = self.embedder.preprocess
-        thumb_dir = str(self.thumbnails.root) if self.thumbnails is not None else None
-        hashes = self._thumb_keys([i for i, _ in pending])
-        jobs = [DecodeJob(i, p, hashes.get(i)) for i, p in pending]
+        keys = self._thumb_keys([i for i, _ in pending])
+        jobs = [DecodeJob(i, p, keys.get(i)) for i, p in pending]
         total = len(jobs)
-        next_job = 0
-        in_flight: dict[Future[Decoded], DecodeJob] = {}
-        crashes: dict[int, int] = {}
         decoded: list[Decoded] = []
         failed: list[FailedImage] = []
-        model_futures: list[tuple[Future[np.ndarray], list[Decoded]]] = []
-        max_in_flight = max(cfg.decode_workers * 4, cfg.batch_size * 2)
+        model_batches: list[tuple[Future[np.ndarray], list[Decoded]]] = []
         t0 = time.monotonic()
 
-        def new_pool() -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(cfg.decode_workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=init_worker, initargs=(cfg.max_pixels,))
+        def progress(path: str | None) -> Progress:
+            done = report.indexed + report.failed
+            rate = report.indexed / max(time.monotonic() - t0, 1e-9)
+            return Progress("indexing", done, total, report.failed, path, rate,
+                            (total - done) / rate if rate > 0 else None)
 
-        pool = new_pool()
+        decoder = DecodePool(jobs, self.embedder.preprocess, cfg,
+                             str(self.thumbnails.root) if self.thumbnails is not None else None)
         model_thread = ThreadPoolExecutor(1, thread_name_prefix="glimpse-model")
         try:
             while True:
@@ -180,76 +251,33 @@ class IndexingPipeline:
                 if control.cancelled:
                     report.cancelled = True
                     break
-                while next_job < total and len(in_flight) < max_in_flight:
-                    job = jobs[next_job]
-                    next_job += 1
-                    in_flight[pool.submit(decode_job, job, spec, thumb_dir, cfg.thumbnail_size,
-                                          cfg.max_pixels)] = job
-                if in_flight:
-                    finished, _ = wait(list(in_flight), timeout=0.05, return_when=FIRST_COMPLETED)
-                    broken = False
-                    for fut in finished:
-                        job = in_flight.pop(fut)
-                        try:
-                            res = fut.result()
-                        except BrokenProcessPool:
-                            broken = True
-                            crashes[job.image_id] = crashes.get(job.image_id, 0) + 1
-                            if crashes[job.image_id] >= 2:
-                                why = f"{Path(job.path).name}: the decoder crashed on this file (damaged?)"
-                                failed.append(FailedImage(job.image_id, why))
-                                report.failures.append((job.path, why))
-                            else:
-                                jobs.append(job)
-                                total += 1
-                            continue
-                        if res.error is not None:
-                            failed.append(FailedImage(job.image_id, res.error))
-                            report.failures.append((job.path, res.error))
-                        else:
-                            decoded.append(res)
-                    if broken:
-                        # A worker died (a decoder crash): resubmit the others in a fresh pool.
-                        for job in in_flight.values():
-                            crashes[job.image_id] = crashes.get(job.image_id, 0) + 1
-                            jobs.append(job)
-                            total += 1
-                        in_flight.clear()
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = new_pool()
-                all_submitted = next_job >= total and not in_flight
-                if len(decoded) >= cfg.batch_size or (all_submitted and decoded):
-                    batch, decoded = decoded[: cfg.batch_size], decoded[cfg.batch_size:]
-                    pixels = np.stack([d.pixels for d in batch])  # type: ignore[misc]
-                    model_futures.append((model_thread.submit(self.embedder.embed_images, pixels), batch))
-                # Commit finished model batches in order; keep at most two in flight.
-                while model_futures and (model_futures[0][0].done() or len(model_futures) > 2
-                                         or (all_submitted and not decoded)):
-                    fut, batch = model_futures.pop(0)
-                    vecs = fut.result()
-                    self._commit(vectors, batch, vecs, failed)
-                    report.indexed += len(batch)
-                    report.failed += len(failed)
+                ok, bad = decoder.pump(timeout=0.05)
+                decoded += ok
+                failed += bad
+                report.failures += [(decoder.path_of(f.image_id), f.error) for f in bad]
+                if len(decoded) >= cfg.batch_size or (decoder.exhausted and decoded):
+                    batch, decoded = decoded[: cfg.batch_size], decoded[cfg.batch_size :]
+                    pixels = np.stack([d.pixels for d in batch if d.pixels is not None])
+                    model_batches.append((model_thread.submit(self.embedder.embed_images, pixels), batch))
+                # Commit finished model batches in order; at most two wait on the model at a time.
+                while model_batches and (model_batches[0][0].done() or len(model_batches) > 2
+                                         or (decoder.exhausted and not decoded)):
+                    future, batch = model_batches.pop(0)
+                    self._commit(vectors, batch, future.result(), failed, report)
                     failed = []
                     vectors.maybe_save()
-                    elapsed = time.monotonic() - t0
-                    rate = report.indexed / elapsed if elapsed > 0 else 0.0
-                    left = total - report.indexed - report.failed
-                    yield Progress("indexing", report.indexed + report.failed, total, report.failed,
-                                   batch[-1].job.path, rate, left / rate if rate > 0 else None)
-                if failed and not model_futures and not decoded:
-                    self._commit(vectors, [], np.empty((0, 0), np.float32), failed)
-                    report.failed += len(failed)
+                    yield progress(batch[-1].job.path)
+                if failed and not model_batches and not decoded:
+                    self._commit(vectors, [], np.empty((0, 0), np.float32), failed, report)
                     failed = []
-                    yield Progress("indexing", report.indexed + report.failed, total, report.failed)
-                if all_submitted and not decoded and not model_futures and not failed:
+                    yield progress(None)
+                if decoder.exhausted and not decoded and not model_batches and not failed:
                     break
-            # Cancelled: commit what the model already finished; drop the rest (it stays pending).
-            for fut, batch in model_futures:
-                self._commit(vectors, batch, fut.result(), [])
-                report.indexed += len(batch)
+            # Cancelled: keep what the model already finished; the rest stays pending for next time.
+            for future, batch in model_batches:
+                self._commit(vectors, batch, future.result(), [], report)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            decoder.close()
             model_thread.shutdown(wait=True)
 
     def _thumb_keys(self, ids: list[int]) -> dict[int, str]:
@@ -257,7 +285,8 @@ class IndexingPipeline:
         return {i: thumbnail_key(r.content_hash, r.path, r.size, r.mtime_ns) for i, r in recs.items()}
 
     def _commit(self, vectors: ModelVectors, batch: list[Decoded], vecs: np.ndarray,
-                failed: list[FailedImage]) -> None:
+                failed: list[FailedImage], report: IndexReport) -> None:
+        """One transaction for a batch (and any failures since the last), then the in-memory index."""
         vecs16 = vecs.astype("<f2")
         done = []
         for vec, d in zip(vecs16, batch, strict=True):
@@ -272,3 +301,5 @@ class IndexingPipeline:
             # The index holds exactly what the database holds: the float16-rounded vectors.
             ids = np.fromiter((d.job.image_id for d in batch), np.int64, len(batch))
             vectors.add(ids, vecs16.astype(np.float32))
+        report.indexed += len(batch)
+        report.failed += len(failed)
