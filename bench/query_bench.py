@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.index_bench import random_weights  # noqa: E402
-from indexer.embedder import OpenClipEmbedder  # noqa: E402
-from indexer.models import resolve_model  # noqa: E402
-from store.vectors import VectorIndex  # noqa: E402
+from bench.index_bench import random_weights
+from indexer.embedder import OpenClipEmbedder
+from indexer.models import resolve_model
+from store.vectors import VectorIndex
 
 log = logging.getLogger("bench")
 
@@ -73,9 +73,9 @@ def main() -> None:
         index.add(np.arange(n, dtype=np.int64), synthetic_vectors(n, dim, rng))
         queries = synthetic_vectors(20, dim, rng)
         it = iter(range(10**9))
-        search_ms = median_ms(lambda q=queries, i=it: index.search(q[next(i) % 20], args.k), 20)
+        search_ms = median_ms(lambda q=queries, i=it, ix=index: ix.search(q[next(i) % 20], args.k), 20)
         allowed = np.arange(0, n, 10, dtype=np.int64)
-        filtered_ms = median_ms(lambda q=queries, a=allowed: index.search(q[0], args.k, a), 5)
+        filtered_ms = median_ms(lambda q=queries, a=allowed, ix=index: ix.search(q[0], args.k, a), 5)
         rows.append({"vectors": n, "search_ms": round(search_ms, 2),
                      "search_in_folder_10pct_ms": round(filtered_ms, 2),
                      "text_plus_search_ms": round(text_ms + search_ms, 1)})

@@ -122,3 +122,21 @@ def test_file_from_other_generation_is_not_trusted(library, tmp_path: Path) -> N
     stale.save(index_path(idx_dir, model), generation=index.generation - 1)
     reopened = open_vector_index(store, model, DIM, idx_dir)
     assert sorted(reopened.ids().tolist()) == sorted(index.ids().tolist())
+
+
+def test_search_after_remove_and_add_matches_brute_force() -> None:
+    rng = np.random.default_rng(9)
+    vecs = _unit(rng, 40)
+    index = VectorIndex(DIM)
+    index.add(np.arange(40), vecs)
+    index.search(vecs[0], 5)  # warm the position -> id cache, then change the index
+    index.remove([0, 1, 2])
+    extra = _unit(rng, 2)
+    index.add(np.array([100, 101]), extra)
+    live = {i: vecs[i] for i in range(3, 40)} | {100: extra[0], 101: extra[1]}
+    q = vecs[0]
+    expected = sorted(live, key=lambda i: -float(live[i] @ q))[:10]
+    hits = index.search(q, 10)
+    assert hits.ids.tolist() == expected
+    np.testing.assert_allclose(hits.scores, [live[i] @ q for i in expected], atol=1e-5)
+    assert index.search(q, 1000).ids.size == 39
