@@ -77,10 +77,10 @@ def random_weights(arch: str) -> Path:
     return path
 
 
-def measure(arch: str, weights: Path, precision: str, photos: list[Path], cores: int, batch: int,
-            workers: int) -> dict[str, float | str]:
-    embedder = OpenClipEmbedder(resolve_model(arch, str(weights)), device="cpu", precision=precision,
-                                 threads=cores)
+def measure(
+    arch: str, weights: Path, precision: str, photos: list[Path], cores: int, batch: int, workers: int
+) -> dict[str, float | str]:
+    embedder = OpenClipEmbedder(resolve_model(arch, str(weights)), device="cpu", precision=precision, threads=cores)
     embedder.load()
     spec = embedder.preprocess
 
@@ -108,8 +108,13 @@ def measure(arch: str, weights: Path, precision: str, photos: list[Path], cores:
     with tempfile.TemporaryDirectory() as home:
         paths = AppPaths.from_env({"GLIMPSE_HOME": home}).ensure()
         store = LibraryStore.open(paths.database)
-        pipeline = IndexingPipeline(store, embedder, paths.index_dir, ThumbnailCache(paths.thumbnails_dir),
-                                    PipelineConfig(batch_size=batch, decode_workers=workers))
+        pipeline = IndexingPipeline(
+            store,
+            embedder,
+            paths.index_dir,
+            ThumbnailCache(paths.thumbnails_dir),
+            PipelineConfig(batch_size=batch, decode_workers=workers),
+        )
         rate = 0.0
         for progress in pipeline.run([photos[0].parent]):
             if progress.phase == "indexing":
@@ -142,12 +147,24 @@ def main() -> None:
     size_mb = statistics.mean(p.stat().st_size for p in photos) / 1e6
     with Image.open(photos[0]) as im:
         dims = im.size
-    log.info("%d photos of %dx%d, %.1f MB each; model %s; %d cores", len(photos), *dims, size_mb, args.model,
-             args.cores)
+    log.info(
+        "%d photos of %dx%d, %.1f MB each; model %s; %d cores", len(photos), *dims, size_mb, args.model, args.cores
+    )
     weights = random_weights(args.model)
     rows = [measure(args.model, weights, p, photos, args.cores, args.batch, args.workers) for p in args.precision]
-    print(json.dumps({"photos": len(photos), "size": dims, "mb_per_photo": round(size_mb, 2),
-                      "model": args.model, "cores": args.cores, "results": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "photos": len(photos),
+                "size": dims,
+                "mb_per_photo": round(size_mb, 2),
+                "model": args.model,
+                "cores": args.cores,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

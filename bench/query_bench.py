@@ -61,8 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    embedder = OpenClipEmbedder(resolve_model(args.model, str(random_weights(args.model))), device="cpu",
-                                precision=args.precision)
+    embedder = OpenClipEmbedder(
+        resolve_model(args.model, str(random_weights(args.model))), device="cpu", precision=args.precision
+    )
     embedder.load()
     text_ms = median_ms(lambda: embedder.embed_texts(["a dog on a beach at sunset"]), 20)
     dim = embedder.dim
@@ -76,12 +77,27 @@ def main() -> None:
         search_ms = median_ms(lambda q=queries, i=it, ix=index: ix.search(q[next(i) % 20], args.k), 20)
         allowed = np.arange(0, n, 10, dtype=np.int64)
         filtered_ms = median_ms(lambda q=queries, a=allowed, ix=index: ix.search(q[0], args.k, a), 5)
-        rows.append({"vectors": n, "search_ms": round(search_ms, 2),
-                     "search_in_folder_10pct_ms": round(filtered_ms, 2),
-                     "text_plus_search_ms": round(text_ms + search_ms, 1)})
+        rows.append(
+            {
+                "vectors": n,
+                "search_ms": round(search_ms, 2),
+                "search_in_folder_10pct_ms": round(filtered_ms, 2),
+                "text_plus_search_ms": round(text_ms + search_ms, 1),
+            }
+        )
         log.info("%s", rows[-1])
-    print(json.dumps({"model": args.model, "precision": embedder.precision, "text_encoder_ms": round(text_ms, 1),
-                      "k": args.k, "results": rows}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "precision": embedder.precision,
+                "text_encoder_ms": round(text_ms, 1),
+                "k": args.k,
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 from indexer.errors import GlimpseError, NotFoundError
 from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
 from indexer.pipeline import Control, IndexReport, Progress
+from indexer.search import SearchResult
 from indexer.services import Services, Settings, build_services
 from store.paths import HOME_ENV, AppPaths
 from store.vectors import index_path
@@ -41,8 +42,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Semantic photo search on your own machine.",
         epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
     )
-    p.add_argument("--model", help=f"model preset or open_clip name (default {DEFAULT_MODEL}; "
-                                    f"'toyworld' for the bundled test model)")
+    p.add_argument(
+        "--model",
+        help=f"model preset or open_clip name (default {DEFAULT_MODEL}; 'toyworld' for the bundled test model)",
+    )
     p.add_argument("--weights", help="a weights file for the model, instead of downloading")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
@@ -55,8 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="decode processes (default: one per core)")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
 
-    for name, helptext in (("search", "search by text, image or a combination"),
-                           ("similar", "find photos similar to an image")):
+    for name, helptext in (
+        ("search", "search by text, image or a combination"),
+        ("similar", "find photos similar to an image"),
+    ):
         s = sub.add_parser(name, help=helptext)
         s.add_argument("query" if name == "search" else "image")
         s.add_argument("-k", "--top", type=int, default=20, dest="k", help="number of results (default 20)")
@@ -100,8 +105,14 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
                 log.info("scanning %s", ", ".join(map(str, roots)))
             elif progress.phase == "indexing":
                 if bar is None:
-                    bar = tqdm(total=progress.total, unit="photo", file=sys.stderr, dynamic_ncols=True,
-                               disable=None, desc="indexing")
+                    bar = tqdm(
+                        total=progress.total,
+                        unit="photo",
+                        file=sys.stderr,
+                        dynamic_ncols=True,
+                        disable=None,
+                        desc="indexing",
+                    )
                 bar.total = progress.total
                 bar.n = progress.done
                 bar.set_postfix(failed=progress.failed, refresh=False)
@@ -131,10 +142,14 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"{summary['found']} photos found: {summary['new']} new, {summary['changed']} changed, "
-              f"{summary['moved']} moved, {summary['removed']} removed.")
-        print(f"Indexed {report.indexed} in {report.seconds:.1f} s ({report.rate:.1f} photos/s); "
-              f"{report.failed} could not be read.")
+        print(
+            f"{summary['found']} photos found: {summary['new']} new, {summary['changed']} changed, "
+            f"{summary['moved']} moved, {summary['removed']} removed."
+        )
+        print(
+            f"Indexed {report.indexed} in {report.seconds:.1f} s ({report.rate:.1f} photos/s); "
+            f"{report.failed} could not be read."
+        )
         for path, error in report.failures[:20]:
             print(f"  failed: {path}: {error}", file=sys.stderr)
         if len(report.failures) > 20:
@@ -142,7 +157,7 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
-def _print_results(results: list, as_json: bool) -> None:  # type: ignore[type-arg]
+def _print_results(results: list[SearchResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.to_json() for r in results])
         return
@@ -159,8 +174,7 @@ def cmd_search(svc: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
-    target: str | int = int(args.image[1:]) if args.image.startswith("#") and args.image[1:].isdigit() \
-        else args.image
+    target: str | int = int(args.image[1:]) if args.image.startswith("#") and args.image[1:].isdigit() else args.image
     _print_results(svc.search.similar(target, k=args.k, folders=args.folder), args.json)
     return EXIT_OK
 
@@ -168,19 +182,31 @@ def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
 def cmd_status(svc: Services, args: argparse.Namespace) -> int:
     store = svc.store
     counts = store.status_counts()
-    models = []
-    for m in store.models():
-        assert m.id is not None
-        state = store.index_state(m.id)
-        stored = store.count_embeddings(m.id)
-        file = index_path(svc.paths.index_dir, m.id)
+    models: list[dict[str, Any]] = []
+    for rec in store.models():
+        assert rec.id is not None
+        state = store.index_state(rec.id)
+        stored = store.count_embeddings(rec.id)
+        file = index_path(svc.paths.index_dir, rec.id)
         healthy = state.clean and file.exists() and state.count == stored
-        models.append({"key": m.key, "name": m.name, "dim": m.dim, "vectors": stored,
-                       "index": "ok" if healthy else "stale (rebuilt on next use)",
-                       "index_generation": state.generation})
+        models.append(
+            {
+                "key": rec.key,
+                "name": rec.name,
+                "dim": rec.dim,
+                "vectors": stored,
+                "index": "ok" if healthy else "stale (rebuilt on next use)",
+                "index_generation": state.generation,
+            }
+        )
     failures = [{"path": f.path, "error": f.error} for f in store.failures(limit=50)]
-    data = {"library": str(svc.paths.data_dir), "folders": [f.path for f in store.folders()],
-            "images": counts, "models": models, "failures": failures}
+    data = {
+        "library": str(svc.paths.data_dir),
+        "folders": [f.path for f in store.folders()],
+        "images": counts,
+        "models": models,
+        "failures": failures,
+    }
     if args.json:
         _print_json(data)
         return EXIT_OK
@@ -209,10 +235,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
             repo = os.path.split(get_pretrained_cfg(p.arch, p.pretrained or "").get("hf_hub", ""))[0]
             on_disk = bool(repo) and cached_hf_weights(repo) is not None
-        rows.append({"name": p.name, "weights": f"{p.arch}/{p.pretrained}" if p.pretrained else "bundled",
-                     "licence": p.licence, "imagenet_zero_shot": p.imagenet_top1,
-                     "multilingual": p.multilingual, "on_disk": on_disk, "default": p.name == DEFAULT_MODEL,
-                     "active": p.name == active, "summary": p.summary})
+        rows.append(
+            {
+                "name": p.name,
+                "weights": f"{p.arch}/{p.pretrained}" if p.pretrained else "bundled",
+                "licence": p.licence,
+                "imagenet_zero_shot": p.imagenet_top1,
+                "multilingual": p.multilingual,
+                "on_disk": on_disk,
+                "default": p.name == DEFAULT_MODEL,
+                "active": p.name == active,
+                "summary": p.summary,
+            }
+        )
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -225,8 +260,9 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _setup_logging(verbose: int) -> None:
     """Quiet by default (the commands print what matters); -v shows Glimpse's steps, -vv everything."""
-    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING, format="%(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING, format="%(message)s", stream=sys.stderr
+    )
     if verbose == 1:
         for name in ("glimpse", "indexer", "store"):
             logging.getLogger(name).setLevel(logging.INFO)
@@ -262,8 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("glimpse: interrupted; finished work is saved, run the command again to continue.",
-              file=sys.stderr)
+        print("glimpse: interrupted; finished work is saved, run the command again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

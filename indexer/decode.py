@@ -169,7 +169,7 @@ def open_photo(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img: Image.Image = Image.open(path)
             try:
                 w, h = img.size
                 if w <= 0 or h <= 0:

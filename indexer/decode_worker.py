@@ -42,8 +42,9 @@ def init_worker(max_pixels: int) -> None:
     register_heif()
 
 
-def decode_job(job: DecodeJob, spec: PreprocessSpec, thumb_dir: str | None, thumb_size: int | None,
-               max_pixels: int) -> Decoded:
+def decode_job(
+    job: DecodeJob, spec: PreprocessSpec, thumb_dir: str | None, thumb_size: int | None, max_pixels: int
+) -> Decoded:
     """Decode one photo; every failure comes back as a reason, never as an exception."""
     try:
         photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels)

@@ -106,8 +106,9 @@ def pick_precision(device: str, preference: str = "auto") -> str:
 class OpenClipEmbedder:
     """Any open_clip model (CLIP, SigLIP, MobileCLIP, the toy world) behind the Embedder protocol."""
 
-    def __init__(self, spec: ModelSpec, device: str = "auto", precision: str = "auto",
-                 threads: int | None = None) -> None:
+    def __init__(
+        self, spec: ModelSpec, device: str = "auto", precision: str = "auto", threads: int | None = None
+    ) -> None:
         self.spec = spec
         self._device_pref = device
         self._precision_pref = precision
@@ -156,39 +157,60 @@ class OpenClipEmbedder:
         except ImportError as exc:
             raise ModelUnavailableError(
                 f"{self.spec.display} needs an extra package for its tokenizer ({exc}). "
-                "Install it with: pip install 'glimpse[siglip]'") from exc
+                "Install it with: pip install 'glimpse[siglip]'"
+            ) from exc
         except Exception as exc:
             raise ModelUnavailableError(
                 f"The tokenizer of {self.spec.display} is not on this machine and could not be "
-                f"downloaded ({exc}). It is fetched once into the Hugging Face cache {hf_cache_dir()}.") from exc
+                f"downloaded ({exc}). It is fetched once into the Hugging Face cache {hf_cache_dir()}."
+            ) from exc
         with torch.inference_mode():
             dim = int(model.encode_text(self._tokenizer(["a photo"]).to(self.device)).shape[-1])
         self._model = model
         self._record = ModelRecord(
-            key=self._key(weights_id), name=self.spec.name, dim=dim,
+            key=self._key(weights_id),
+            name=self.spec.name,
+            dim=dim,
             preprocess=json.dumps(asdict(self._preprocess), sort_keys=True),
-            pretrained=self.spec.pretrained, weights_id=weights_id)
-        log.info("loaded %s on %s (%s) in %.1f s", self.spec.display, self.device, self.precision,
-                 time.perf_counter() - started)
+            pretrained=self.spec.pretrained,
+            weights_id=weights_id,
+        )
+        log.info(
+            "loaded %s on %s (%s) in %.1f s",
+            self.spec.display,
+            self.device,
+            self.precision,
+            time.perf_counter() - started,
+        )
 
     def _key(self, weights_id: str | None) -> str:
         if weights_id:
-            return f"{self.spec.arch.removeprefix('local-dir:')}@{weights_id}" if not self.spec.local_dir \
+            return (
+                f"{self.spec.arch.removeprefix('local-dir:')}@{weights_id}"
+                if not self.spec.local_dir
                 else f"{self.spec.name}@{weights_id}"
+            )
         return f"{self.spec.arch}/{self.spec.pretrained}"
 
     def _create(self, open_clip: Any) -> tuple[Any, str | None]:
         """Build the model with its weights; returns (model, weights fingerprint or None)."""
         spec = self.spec
         if spec.local_dir is not None:
-            weights = next((spec.local_dir / f for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-                            if (spec.local_dir / f).is_file()), None)
+            weights = next(
+                (
+                    spec.local_dir / f
+                    for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+                    if (spec.local_dir / f).is_file()
+                ),
+                None,
+            )
             if weights is None:
                 raise ModelUnavailableError(
-                    f"{spec.local_dir} holds no open_clip_model.safetensors or open_clip_pytorch_model.bin.")
+                    f"{spec.local_dir} holds no open_clip_model.safetensors or open_clip_pytorch_model.bin."
+                )
             return open_clip.create_model(spec.arch, require_pretrained=True), fingerprint_file(weights)
         if spec.arch.startswith("hf-hub:"):
-            repo = spec.arch[len("hf-hub:"):]
+            repo = spec.arch[len("hf-hub:") :]
             fetch_hf_weights(repo, spec)  # fails fast and clearly when offline; later loads hit the cache
             return open_clip.create_model(spec.arch, require_pretrained=True), None
 
@@ -203,15 +225,19 @@ class OpenClipEmbedder:
             repo, filename = os.path.split(tag_cfg.get("hf_hub") or "")
             if not repo:
                 raise ModelUnavailableError(
-                    f"{spec.display} has no Hugging Face download; pass its checkpoint with --weights FILE.")
+                    f"{spec.display} has no Hugging Face download; pass its checkpoint with --weights FILE."
+                )
             path, weights_id = fetch_hf_weights(repo, spec, (filename,) if filename else None), None
         try:
-            model = open_clip.create_model(spec.arch, pretrained=str(path), force_preprocess_cfg=preprocess,
-                                           weights_only=True)
+            model = open_clip.create_model(
+                spec.arch, pretrained=str(path), force_preprocess_cfg=preprocess, weights_only=True
+            )
         except (RuntimeError, ValueError, OSError, KeyError) as exc:
             raise ModelUnavailableError(
                 f"Could not load the weights of {spec.display} from {path}: {exc}. The file may be damaged "
-                f"or belong to another architecture.", title="Cannot load model weights") from exc
+                f"or belong to another architecture.",
+                title="Cannot load model weights",
+            ) from exc
         return model, weights_id
 
     # ---- embedding ----------------------------------------------------------------------

@@ -47,20 +47,51 @@ DEFAULT_MODEL = "ViT-B-32-256"
 PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in (
-        ModelPreset("ViT-B-32-256", "ViT-B-32-256", "datacomp_s34b_b86k",
-                    "default: best accuracy per CPU second (119 img/s bf16, 26 img/s fp32 here)", "MIT", 72.8),
-        ModelPreset("ViT-B-32", "ViT-B-32", "laion2b_s34b_b79k",
-                    "fastest: for slow laptops and huge libraries", "MIT", 66.6),
-        ModelPreset("ViT-B-32-SigLIP2-256", "ViT-B-32-SigLIP2-256", "webli",
-                    "multilingual: queries in German, Korean, ... (needs the 'siglip' extra)", "Apache-2.0",
-                    74.0, multilingual=True),
-        ModelPreset("ViT-B-16-SigLIP2", "ViT-B-16-SigLIP2", "webli",
-                    "best quality, multilingual; ~3.6x the cost, for GPUs", "Apache-2.0", 78.2, multilingual=True),
-        ModelPreset("MobileCLIP2-S0", "MobileCLIP2-S0", "dfndr2b",
-                    "opt-in: Apple research-only licence, not for commercial use", "Apple AMLR (research only)"),
-        ModelPreset("toyworld", "toyworld", None,
-                    "tiny test model for coloured shapes (ships with Glimpse; not for real photos)",
-                    "Apache-2.0", None, local_dir=TOYWORLD_DIR),
+        ModelPreset(
+            "ViT-B-32-256",
+            "ViT-B-32-256",
+            "datacomp_s34b_b86k",
+            "default: best accuracy per CPU second (119 img/s bf16, 26 img/s fp32 here)",
+            "MIT",
+            72.8,
+        ),
+        ModelPreset(
+            "ViT-B-32", "ViT-B-32", "laion2b_s34b_b79k", "fastest: for slow laptops and huge libraries", "MIT", 66.6
+        ),
+        ModelPreset(
+            "ViT-B-32-SigLIP2-256",
+            "ViT-B-32-SigLIP2-256",
+            "webli",
+            "multilingual: queries in German, Korean, ... (needs the 'siglip' extra)",
+            "Apache-2.0",
+            74.0,
+            multilingual=True,
+        ),
+        ModelPreset(
+            "ViT-B-16-SigLIP2",
+            "ViT-B-16-SigLIP2",
+            "webli",
+            "best quality, multilingual; ~3.6x the cost, for GPUs",
+            "Apache-2.0",
+            78.2,
+            multilingual=True,
+        ),
+        ModelPreset(
+            "MobileCLIP2-S0",
+            "MobileCLIP2-S0",
+            "dfndr2b",
+            "opt-in: Apple research-only licence, not for commercial use",
+            "Apple AMLR (research only)",
+        ),
+        ModelPreset(
+            "toyworld",
+            "toyworld",
+            None,
+            "tiny test model for coloured shapes (ships with Glimpse; not for real photos)",
+            "Apache-2.0",
+            None,
+            local_dir=TOYWORLD_DIR,
+        ),
     )
 }
 
@@ -93,7 +124,7 @@ def resolve_model(name: str | None = None, weights: str | Path | None = None) ->
         raise NotFoundError(f"The weights file {weights_file} does not exist.", title="Weights file not found")
 
     if name.startswith("local-dir:"):
-        folder = Path(name[len("local-dir:"):]).expanduser().resolve()
+        folder = Path(name[len("local-dir:") :]).expanduser().resolve()
         if not (folder / "open_clip_config.json").is_file():
             raise NotFoundError(f"{folder} has no open_clip_config.json; it is not an open_clip model folder.")
         return ModelSpec(name=name, arch=f"local-dir:{folder}", local_dir=folder)
@@ -113,7 +144,9 @@ def resolve_model(name: str | None = None, weights: str | Path | None = None) ->
         known = ", ".join(PRESETS)
         raise NotFoundError(
             f"Unknown model {name!r}. Use a preset ({known}), an open_clip name such as ViT-L-14/"
-            "datacomp_xl_s13b_b90k, hf-hub:ORG/REPO, or local-dir:PATH.", title="Unknown model")
+            "datacomp_xl_s13b_b90k, hf-hub:ORG/REPO, or local-dir:PATH.",
+            title="Unknown model",
+        )
     if not tag and weights_file is None:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         if not tags:

@@ -112,8 +112,7 @@ class DecodePool:
     file cannot stop the library from being indexed.
     """
 
-    def __init__(self, jobs: list[DecodeJob], spec: PreprocessSpec, cfg: PipelineConfig,
-                 thumb_dir: str | None) -> None:
+    def __init__(self, jobs: list[DecodeJob], spec: PreprocessSpec, cfg: PipelineConfig, thumb_dir: str | None) -> None:
         self._queue = list(reversed(jobs))  # pop() from the end keeps the original order
         self._paths = {j.image_id: j.path for j in jobs}
         self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels)
@@ -125,8 +124,12 @@ class DecodePool:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         # spawn, not fork: forking a process that holds torch's thread pools can deadlock.
-        return ProcessPoolExecutor(self._cfg.decode_workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker, initargs=(self._cfg.max_pixels,))
+        return ProcessPoolExecutor(
+            self._cfg.decode_workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=init_worker,
+            initargs=(self._cfg.max_pixels,),
+        )
 
     @property
     def exhausted(self) -> bool:
@@ -179,9 +182,16 @@ class DecodePool:
 
 # ---- the pipeline -------------------------------------------------------------------------
 
+
 class IndexingPipeline:
-    def __init__(self, store: LibraryStore, embedder: Embedder, index_dir: Path,
-                 thumbnails: ThumbnailCache | None = None, config: PipelineConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: LibraryStore,
+        embedder: Embedder,
+        index_dir: Path,
+        thumbnails: ThumbnailCache | None = None,
+        config: PipelineConfig | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self.index_dir = index_dir
@@ -197,20 +207,23 @@ class IndexingPipeline:
             if self._vectors is None:
                 self.embedder.load()
                 model_id = self.store.register_model(self.embedder.record)
-                self._vectors = ModelVectors.open(self.store, model_id, self.embedder.dim, self.index_dir,
-                                                  self.config.save_interval)
+                self._vectors = ModelVectors.open(
+                    self.store, model_id, self.embedder.dim, self.index_dir, self.config.save_interval
+                )
             return self._vectors
 
-    def run(self, roots: Sequence[Path] | None = None, control: Control | None = None
-            ) -> Generator[Progress, None, IndexReport]:
+    def run(
+        self, roots: Sequence[Path] | None = None, control: Control | None = None
+    ) -> Generator[Progress, None, IndexReport]:
         """Scan ``roots`` (all watched folders if None), then embed everything pending."""
         control = control or Control()
         report = IndexReport()
         started = time.monotonic()
         yield Progress("loading")
         vectors = self.vectors()
-        roots = [Path(r) for r in roots] if roots is not None else [Path(f.path) for f in self.store.folders()
-                                                                   if f.enabled]
+        roots = (
+            [Path(r) for r in roots] if roots is not None else [Path(f.path) for f in self.store.folders() if f.enabled]
+        )
         yield Progress("scanning")
         report.scan = self.scanner.scan(list(roots))
         vectors.remove(report.scan.stale_ids)
@@ -223,8 +236,9 @@ class IndexingPipeline:
         yield Progress("done", report.indexed, len(pending), report.failed, rate=report.rate)
         return report
 
-    def _embed_all(self, pending: list[tuple[int, str]], vectors: ModelVectors, control: Control,
-                   report: IndexReport) -> Generator[Progress, None, None]:
+    def _embed_all(
+        self, pending: list[tuple[int, str]], vectors: ModelVectors, control: Control, report: IndexReport
+    ) -> Generator[Progress, None, None]:
         if not pending:
             return
         cfg = self.config
@@ -239,11 +253,13 @@ class IndexingPipeline:
         def progress(path: str | None) -> Progress:
             done = report.indexed + report.failed
             rate = report.indexed / max(time.monotonic() - t0, 1e-9)
-            return Progress("indexing", done, total, report.failed, path, rate,
-                            (total - done) / rate if rate > 0 else None)
+            return Progress(
+                "indexing", done, total, report.failed, path, rate, (total - done) / rate if rate > 0 else None
+            )
 
-        decoder = DecodePool(jobs, self.embedder.preprocess, cfg,
-                             str(self.thumbnails.root) if self.thumbnails is not None else None)
+        decoder = DecodePool(
+            jobs, self.embedder.preprocess, cfg, str(self.thumbnails.root) if self.thumbnails is not None else None
+        )
         model_thread = ThreadPoolExecutor(1, thread_name_prefix="glimpse-model")
         try:
             while True:
@@ -260,8 +276,9 @@ class IndexingPipeline:
                     pixels = np.stack([d.pixels for d in batch if d.pixels is not None])
                     model_batches.append((model_thread.submit(self.embedder.embed_images, pixels), batch))
                 # Commit finished model batches in order; at most two wait on the model at a time.
-                while model_batches and (model_batches[0][0].done() or len(model_batches) > 2
-                                         or (decoder.exhausted and not decoded)):
+                while model_batches and (
+                    model_batches[0][0].done() or len(model_batches) > 2 or (decoder.exhausted and not decoded)
+                ):
                     future, batch = model_batches.pop(0)
                     self._commit(vectors, batch, future.result(), failed, report)
                     failed = []
@@ -284,18 +301,33 @@ class IndexingPipeline:
         recs = self.store.images(ids)
         return {i: thumbnail_key(r.content_hash, r.path, r.size, r.mtime_ns) for i, r in recs.items()}
 
-    def _commit(self, vectors: ModelVectors, batch: list[Decoded], vecs: np.ndarray,
-                failed: list[FailedImage], report: IndexReport) -> None:
+    def _commit(
+        self,
+        vectors: ModelVectors,
+        batch: list[Decoded],
+        vecs: np.ndarray,
+        failed: list[FailedImage],
+        report: IndexReport,
+    ) -> None:
         """One transaction for a batch (and any failures since the last), then the in-memory index."""
         vecs16 = vecs.astype("<f2")
         done = []
         for vec, d in zip(vecs16, batch, strict=True):
             meta = d.meta
             assert meta is not None  # decoded results always carry metadata
-            done.append(EmbeddedImage(
-                image_id=d.job.image_id, vector=vec.tobytes(), width=meta.width, height=meta.height,
-                taken_at=meta.taken_at, camera_make=meta.camera_make, camera_model=meta.camera_model,
-                orientation=meta.orientation, thumbnail_key=d.job.thumb_key))
+            done.append(
+                EmbeddedImage(
+                    image_id=d.job.image_id,
+                    vector=vec.tobytes(),
+                    width=meta.width,
+                    height=meta.height,
+                    taken_at=meta.taken_at,
+                    camera_make=meta.camera_make,
+                    camera_model=meta.camera_model,
+                    orientation=meta.orientation,
+                    thumbnail_key=d.job.thumb_key,
+                )
+            )
         self.store.save_batch(vectors.model_id, done, failed)
         if batch:
             # The index holds exactly what the database holds: the float16-rounded vectors.

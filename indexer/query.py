@@ -94,7 +94,7 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
         quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
         value = raw[1:-1].strip() if quoted else raw
         if not value:
-            raise QueryError("A term is empty (\"\").")
+            raise QueryError('A term is empty ("").')
         if not quoted and (mid := _IMAGE_ID.match(value)):
             terms.append(Term("id", mid.group(1), sign * weight))
             continue

@@ -23,15 +23,40 @@ from store.schema import ImageStatus
 
 log = logging.getLogger(__name__)
 
-PHOTO_EXTENSIONS = frozenset({
-    ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".dib",
-    ".tif", ".tiff", ".heic", ".heif", ".hif",
-})
+PHOTO_EXTENSIONS = frozenset(
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".jfif",
+        ".png",
+        ".webp",
+        ".gif",
+        ".bmp",
+        ".dib",
+        ".tif",
+        ".tiff",
+        ".heic",
+        ".heif",
+        ".hif",
+    }
+)
 # Folders that hold system or application files, never the user's photos.
-SKIP_DIRS = frozenset({
-    "@eaDir", "#recycle", "#snapshot", "$RECYCLE.BIN", "System Volume Information", "lost+found",
-    "__MACOSX", "node_modules", "Thumbs", ".Trash", ".Trashes",
-})
+SKIP_DIRS = frozenset(
+    {
+        "@eaDir",
+        "#recycle",
+        "#snapshot",
+        "$RECYCLE.BIN",
+        "System Volume Information",
+        "lost+found",
+        "__MACOSX",
+        "node_modules",
+        "Thumbs",
+        ".Trash",
+        ".Trashes",
+    }
+)
 _HASH_BLOCK = 64 * 1024
 
 
@@ -163,8 +188,9 @@ class Scanner:
                 elif row.size == found.size and row.mtime_ns == found.mtime_ns and row.status != ImageStatus.MISSING:
                     report.unchanged += 1
                 else:
-                    changes.changed.append(ChangedFile(row.id, found.size, found.mtime_ns,
-                                                       _safe_hash(found.path, found.size)))
+                    changes.changed.append(
+                        ChangedFile(row.id, found.size, found.mtime_ns, _safe_hash(found.path, found.size))
+                    )
             gone.update(known)  # known rows under the root that the walk did not find
 
         hashes = {c.path: _safe_hash(c.path, c.size) for c, _ in candidates}
@@ -187,13 +213,20 @@ class Scanner:
         report.removed = len(changes.removed)
         report.stale_ids = changes.removed + [c.id for c in changes.changed]
         self.store.apply_scan(changes)
-        log.info("scan: %d found, %d new, %d changed, %d moved, %d removed", report.found, report.new,
-                 report.changed, report.moved, report.removed)
+        log.info(
+            "scan: %d found, %d new, %d changed, %d moved, %d removed",
+            report.found,
+            report.new,
+            report.changed,
+            report.moved,
+            report.removed,
+        )
         return report
 
     @staticmethod
-    def _moved_from(rows: list[FileState], found: FoundFile, gone: dict[str, FileState],
-                    claimed: set[int]) -> FileState | None:
+    def _moved_from(
+        rows: list[FileState], found: FoundFile, gone: dict[str, FileState], claimed: set[int]
+    ) -> FileState | None:
         """The row this file was moved from: same content, and its old path is gone."""
         for row in rows:
             if row.id in claimed or row.size != found.size:

@@ -52,8 +52,9 @@ class SearchService:
         self.embedder = embedder
         self._vectors = vectors
 
-    def search(self, text: str, k: int = 20, folders: Sequence[str] | None = None,
-               base_dir: Path | None = None) -> list[SearchResult]:
+    def search(
+        self, text: str, k: int = 20, folders: Sequence[str] | None = None, base_dir: Path | None = None
+    ) -> list[SearchResult]:
         """Rank the library for a query in the shared query language."""
         return self.search_query(parse_query(text, base_dir), k, folders)
 

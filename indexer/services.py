@@ -83,8 +83,9 @@ def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | Non
     model = resolve_model(settings.model, settings.weights)
     store = LibraryStore.open(paths.database)
     if embedder is None:
-        embedder = OpenClipEmbedder(model, device=settings.device, precision=settings.precision,
-                                    threads=settings.threads)
+        embedder = OpenClipEmbedder(
+            model, device=settings.device, precision=settings.precision, threads=settings.threads
+        )
     thumbnails = ThumbnailCache(paths.thumbnails_dir)
     pipeline = IndexingPipeline(store, embedder, paths.index_dir, thumbnails, settings.pipeline_config())
     search = SearchService(store, embedder, pipeline.vectors)

@@ -55,9 +55,7 @@ def open_engine(path: Path) -> Engine:
 
 def schema_version(conn: Connection) -> int:
     """The version stamped in ``meta``, or 0 for an empty database."""
-    has_meta = conn.execute(
-        text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")
-    ).first()
+    has_meta = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")).first()
     if not has_meta:
         return 0
     row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()

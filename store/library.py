@@ -12,9 +12,10 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import numpy as np
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, func, insert, or_, select, update
 
 from store.database import open_engine
 from store.errors import NotFoundError
@@ -30,11 +31,12 @@ from store.records import (
 )
 from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model
 
-_images = Image.__table__
-_emb = Embedding.__table__
-_folders = Folder.__table__
-_models = Model.__table__
-_state = IndexState.__table__
+# Core statements over the ORM tables: bulk executemany without the unit of work.
+_images = cast(Table, Image.__table__)
+_emb = cast(Table, Embedding.__table__)
+_folders = cast(Table, Folder.__table__)
+_models = cast(Table, Model.__table__)
+_state = cast(Table, IndexState.__table__)
 
 # SQLite's default limit on bound parameters is 32766; stay well below it.
 _CHUNK = 5000
@@ -62,10 +64,20 @@ def _under(path: str) -> tuple[str, str]:
 def _to_record(row: object) -> ImageRecord:
     m = row._mapping  # type: ignore[attr-defined]
     return ImageRecord(
-        id=m["id"], path=m["path"], folder_id=m["folder_id"], size=m["size"], mtime_ns=m["mtime_ns"],
-        status=m["status"], width=m["width"], height=m["height"], taken_at=m["taken_at"],
-        camera_make=m["camera_make"], camera_model=m["camera_model"], error=m["error"],
-        thumbnail_key=m["thumbnail_key"], content_hash=m["content_hash"],
+        id=m["id"],
+        path=m["path"],
+        folder_id=m["folder_id"],
+        size=m["size"],
+        mtime_ns=m["mtime_ns"],
+        status=m["status"],
+        width=m["width"],
+        height=m["height"],
+        taken_at=m["taken_at"],
+        camera_make=m["camera_make"],
+        camera_model=m["camera_model"],
+        error=m["error"],
+        thumbnail_key=m["thumbnail_key"],
+        content_hash=m["content_hash"],
     )
 
 
@@ -106,9 +118,9 @@ class LibraryStore:
             folder = conn.execute(select(_folders.c.id).where(_folders.c.path == path)).first()
             if folder is None:
                 raise NotFoundError(f"{path} is not a folder of this library.")
-            ids = list(conn.execute(
-                select(_images.c.id).where(and_(_images.c.path >= lo, _images.c.path < hi))
-            ).scalars())
+            ids = list(
+                conn.execute(select(_images.c.id).where(and_(_images.c.path >= lo, _images.c.path < hi))).scalars()
+            )
             self._delete_images(conn, ids)
             conn.execute(delete(_folders).where(_folders.c.id == folder.id))
         return ids
@@ -118,8 +130,14 @@ class LibraryStore:
     def files_under(self, root: str) -> dict[str, FileState]:
         """Every known file under ``root``, keyed by path (one indexed range scan)."""
         lo, hi = _under(root)
-        cols = (_images.c.id, _images.c.path, _images.c.size, _images.c.mtime_ns, _images.c.status,
-                _images.c.content_hash)
+        cols = (
+            _images.c.id,
+            _images.c.path,
+            _images.c.size,
+            _images.c.mtime_ns,
+            _images.c.status,
+            _images.c.content_hash,
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(select(*cols).where(and_(_images.c.path >= lo, _images.c.path < hi))).all()
         return {r.path: FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash) for r in rows}
@@ -128,13 +146,20 @@ class LibraryStore:
         """Known files by content hash; the scanner uses this to recognise moves."""
         wanted = list(set(hashes))
         found: dict[str, list[FileState]] = {}
-        cols = (_images.c.id, _images.c.path, _images.c.size, _images.c.mtime_ns, _images.c.status,
-                _images.c.content_hash)
+        cols = (
+            _images.c.id,
+            _images.c.path,
+            _images.c.size,
+            _images.c.mtime_ns,
+            _images.c.status,
+            _images.c.content_hash,
+        )
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted):  # type: ignore[arg-type]
                 for r in conn.execute(select(*cols).where(_images.c.content_hash.in_(chunk))):
                     found.setdefault(r.content_hash, []).append(
-                        FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash))
+                        FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash)
+                    )
         return found
 
     def apply_scan(self, changes: ScanChanges) -> None:
@@ -150,11 +175,24 @@ class LibraryStore:
                 self._delete_images(conn, changes.removed)
             if changes.moved:
                 conn.execute(
-                    update(_images).where(_images.c.id == bindparam("b_id")).values(
-                        path=bindparam("b_path"), folder_id=bindparam("b_folder"),
-                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime")),
-                    [{"b_id": m.id, "b_path": m.new_path, "b_folder": m.folder_id, "b_size": m.size,
-                      "b_mtime": m.mtime_ns} for m in changes.moved],
+                    update(_images)
+                    .where(_images.c.id == bindparam("b_id"))
+                    .values(
+                        path=bindparam("b_path"),
+                        folder_id=bindparam("b_folder"),
+                        size=bindparam("b_size"),
+                        mtime_ns=bindparam("b_mtime"),
+                    ),
+                    [
+                        {
+                            "b_id": m.id,
+                            "b_path": m.new_path,
+                            "b_folder": m.folder_id,
+                            "b_size": m.size,
+                            "b_mtime": m.mtime_ns,
+                        }
+                        for m in changes.moved
+                    ],
                 )
             if changes.changed:
                 ids = [c.id for c in changes.changed]
@@ -162,20 +200,37 @@ class LibraryStore:
                     conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
                 self._mark_indexes_dirty(conn)
                 conn.execute(
-                    update(_images).where(_images.c.id == bindparam("b_id")).values(
-                        size=bindparam("b_size"), mtime_ns=bindparam("b_mtime"),
-                        content_hash=bindparam("b_hash"), status=ImageStatus.PENDING, error=None),
-                    [{"b_id": c.id, "b_size": c.size, "b_mtime": c.mtime_ns, "b_hash": c.content_hash}
-                     for c in changes.changed],
+                    update(_images)
+                    .where(_images.c.id == bindparam("b_id"))
+                    .values(
+                        size=bindparam("b_size"),
+                        mtime_ns=bindparam("b_mtime"),
+                        content_hash=bindparam("b_hash"),
+                        status=ImageStatus.PENDING,
+                        error=None,
+                    ),
+                    [
+                        {"b_id": c.id, "b_size": c.size, "b_mtime": c.mtime_ns, "b_hash": c.content_hash}
+                        for c in changes.changed
+                    ],
                 )
             if changes.new:
-                conn.execute(insert(_images), [
-                    {"path": n.path, "folder_id": n.folder_id, "size": n.size, "mtime_ns": n.mtime_ns,
-                     "content_hash": n.content_hash, "status": ImageStatus.PENDING}
-                    for n in changes.new
-                ])
+                conn.execute(
+                    insert(_images),
+                    [
+                        {
+                            "path": n.path,
+                            "folder_id": n.folder_id,
+                            "size": n.size,
+                            "mtime_ns": n.mtime_ns,
+                            "content_hash": n.content_hash,
+                            "status": ImageStatus.PENDING,
+                        }
+                        for n in changes.new
+                    ],
+                )
 
-    def _delete_images(self, conn, ids: Sequence[int]) -> None:  # type: ignore[no-untyped-def]
+    def _delete_images(self, conn: Connection, ids: Sequence[int]) -> None:
         if not ids:
             return
         for chunk in _chunks(list(ids)):
@@ -184,7 +239,7 @@ class LibraryStore:
         self._mark_indexes_dirty(conn)
 
     @staticmethod
-    def _mark_indexes_dirty(conn, model_id: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    def _mark_indexes_dirty(conn: Connection, model_id: int | None = None) -> None:
         stmt = update(_state).values(clean=False)
         if model_id is not None:
             stmt = stmt.where(_state.c.model_id == model_id)
@@ -198,10 +253,17 @@ class LibraryStore:
             row = conn.execute(select(_models.c.id).where(_models.c.key == model.key)).first()
             if row is not None:
                 return int(row[0])
-            res = conn.execute(insert(_models).values(
-                key=model.key, name=model.name, pretrained=model.pretrained,
-                weights_id=model.weights_id, dim=model.dim, preprocess=model.preprocess,
-                created_at=_now()))
+            res = conn.execute(
+                insert(_models).values(
+                    key=model.key,
+                    name=model.name,
+                    pretrained=model.pretrained,
+                    weights_id=model.weights_id,
+                    dim=model.dim,
+                    preprocess=model.preprocess,
+                    created_at=_now(),
+                )
+            )
             model_id = int(res.inserted_primary_key[0])  # type: ignore[index]
             conn.execute(insert(_state).values(model_id=model_id, generation=0, count=0, clean=False))
             return model_id
@@ -209,15 +271,26 @@ class LibraryStore:
     def models(self) -> list[ModelRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(_models).order_by(_models.c.id)).all()
-        return [ModelRecord(key=r.key, name=r.name, dim=r.dim, preprocess=r.preprocess,
-                            pretrained=r.pretrained, weights_id=r.weights_id, id=r.id) for r in rows]
+        return [
+            ModelRecord(
+                key=r.key,
+                name=r.name,
+                dim=r.dim,
+                preprocess=r.preprocess,
+                pretrained=r.pretrained,
+                weights_id=r.weights_id,
+                id=r.id,
+            )
+            for r in rows
+        ]
 
     # ---- indexing ------------------------------------------------------------------------
 
     def pending_images(self, model_id: int, under: Sequence[str] | None = None) -> list[tuple[int, str]]:
         """Images that still need a vector from this model (failed ones excluded), by id."""
-        has_vec = select(_emb.c.image_id).where(
-            and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
+        has_vec = (
+            select(_emb.c.image_id).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
+        )
         cond = and_(_images.c.status.in_((ImageStatus.PENDING, ImageStatus.INDEXED)), ~has_vec)
         if under:
             ranges = [and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, under)]
@@ -232,23 +305,45 @@ class LibraryStore:
         with self.engine.begin() as conn:
             if done:
                 # INSERT OR REPLACE: a batch re-run after a crash must not duplicate.
-                conn.execute(insert(_emb).prefix_with("OR REPLACE"), [
-                    {"model_id": model_id, "image_id": d.image_id, "vector": d.vector} for d in done])
                 conn.execute(
-                    update(_images).where(_images.c.id == bindparam("b_id")).values(
-                        status=ImageStatus.INDEXED, error=None, width=bindparam("b_w"), height=bindparam("b_h"),
-                        taken_at=bindparam("b_taken"), camera_make=bindparam("b_make"),
-                        camera_model=bindparam("b_model"), orientation=bindparam("b_orient"),
-                        thumbnail_key=bindparam("b_thumb"), indexed_at=now),
-                    [{"b_id": d.image_id, "b_w": d.width, "b_h": d.height, "b_taken": d.taken_at,
-                      "b_make": d.camera_make, "b_model": d.camera_model, "b_orient": d.orientation,
-                      "b_thumb": d.thumbnail_key} for d in done],
+                    insert(_emb).prefix_with("OR REPLACE"),
+                    [{"model_id": model_id, "image_id": d.image_id, "vector": d.vector} for d in done],
+                )
+                conn.execute(
+                    update(_images)
+                    .where(_images.c.id == bindparam("b_id"))
+                    .values(
+                        status=ImageStatus.INDEXED,
+                        error=None,
+                        width=bindparam("b_w"),
+                        height=bindparam("b_h"),
+                        taken_at=bindparam("b_taken"),
+                        camera_make=bindparam("b_make"),
+                        camera_model=bindparam("b_model"),
+                        orientation=bindparam("b_orient"),
+                        thumbnail_key=bindparam("b_thumb"),
+                        indexed_at=now,
+                    ),
+                    [
+                        {
+                            "b_id": d.image_id,
+                            "b_w": d.width,
+                            "b_h": d.height,
+                            "b_taken": d.taken_at,
+                            "b_make": d.camera_make,
+                            "b_model": d.camera_model,
+                            "b_orient": d.orientation,
+                            "b_thumb": d.thumbnail_key,
+                        }
+                        for d in done
+                    ],
                 )
                 self._mark_indexes_dirty(conn, model_id)
             if failed:
                 conn.execute(
-                    update(_images).where(_images.c.id == bindparam("b_id")).values(
-                        status=ImageStatus.FAILED, error=bindparam("b_err"), indexed_at=now),
+                    update(_images)
+                    .where(_images.c.id == bindparam("b_id"))
+                    .values(status=ImageStatus.FAILED, error=bindparam("b_err"), indexed_at=now),
                     [{"b_id": f.image_id, "b_err": f.error} for f in failed],
                 )
 
@@ -256,8 +351,9 @@ class LibraryStore:
 
     def count_embeddings(self, model_id: int) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)).scalar_one())
+            return int(
+                conn.execute(select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)).scalar_one()
+            )
 
     def iter_embeddings(self, model_id: int, dim: int, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(ids int64, vectors float32) in chunks, for rebuilding a vector index."""
@@ -267,7 +363,9 @@ class LibraryStore:
                 rows = conn.execute(
                     select(_emb.c.image_id, _emb.c.vector)
                     .where(and_(_emb.c.model_id == model_id, _emb.c.image_id > last))
-                    .order_by(_emb.c.image_id).limit(chunk)).all()
+                    .order_by(_emb.c.image_id)
+                    .limit(chunk)
+                ).all()
                 if not rows:
                     return
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -277,8 +375,9 @@ class LibraryStore:
 
     def embedding(self, image_id: int, model_id: int, dim: int) -> np.ndarray | None:
         with self.engine.connect() as conn:
-            blob = conn.execute(select(_emb.c.vector).where(
-                and_(_emb.c.model_id == model_id, _emb.c.image_id == image_id))).scalar()
+            blob = conn.execute(
+                select(_emb.c.vector).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == image_id))
+            ).scalar()
         return None if blob is None else np.frombuffer(blob, dtype="<f2").reshape(dim).astype(np.float32)
 
     def index_state(self, model_id: int) -> IndexStateRecord:
@@ -286,7 +385,8 @@ class LibraryStore:
             row = conn.execute(select(_state).where(_state.c.model_id == model_id)).first()
         if row is None:
             return IndexStateRecord(0, 0, False)
-        return IndexStateRecord(row.generation, row.count, bool(row.clean))
+        m = row._mapping  # not row.count: Row is a sequence and has a count() method
+        return IndexStateRecord(m["generation"], m["count"], bool(m["clean"]))
 
     def mark_index_saved(self, model_id: int, generation: int, count: int) -> None:
         """Called after the index file for ``generation`` is safely on disk.
@@ -296,9 +396,13 @@ class LibraryStore:
         """
         with self.engine.begin() as conn:
             actual = conn.execute(
-                select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)).scalar_one()
-            conn.execute(update(_state).where(_state.c.model_id == model_id).values(
-                generation=generation, count=count, clean=(actual == count)))
+                select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)
+            ).scalar_one()
+            conn.execute(
+                update(_state)
+                .where(_state.c.model_id == model_id)
+                .values(generation=generation, count=count, clean=(actual == count))
+            )
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -331,6 +435,7 @@ class LibraryStore:
 
     def failures(self, limit: int = 1000) -> list[ImageRecord]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(_images).where(_images.c.status == ImageStatus.FAILED)
-                                .order_by(_images.c.path).limit(limit)).all()
+            rows = conn.execute(
+                select(_images).where(_images.c.status == ImageStatus.FAILED).order_by(_images.c.path).limit(limit)
+            ).all()
         return [_to_record(r) for r in rows]

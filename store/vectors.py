@@ -95,7 +95,7 @@ class VectorIndex:
                 return self._search_all(q, min(k, n))
             # SearchParameters keeps a raw pointer: the selector must outlive the search call.
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
-            scores, ids = self._index.search(q[None], min(k, n), params=faiss.SearchParameters(sel=selector))
+            scores, ids = self._index.search(q[None], min(k, n), params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
             del selector
         keep = ids[0] >= 0
         return SearchHits(ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
@@ -108,7 +108,7 @@ class VectorIndex:
         """
         n = len(self)
         flat = faiss.downcast_index(self._index.index)
-        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)  # type: ignore[attr-defined]
         scores = vectors @ q
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         order = top[np.argsort(-scores[top], kind="stable")]
@@ -151,7 +151,7 @@ class VectorIndex:
         except (OSError, ValueError, RuntimeError, struct.error) as exc:
             raise StoreError(f"Vector index {path} is unreadable ({exc}).") from exc
         out = cls(dim)
-        out._index = index
+        out._index = index  # type: ignore[assignment]  # deserialize_index returns the IDMap2
         out._id_array = None
         out.generation = generation
         return out
@@ -178,8 +178,12 @@ def open_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: P
         else:
             if index.generation == state.generation and len(index) == state.count:
                 return index
-            log.info("vector index for model %d is stale (file gen %d, db gen %d); rebuilding",
-                     model_id, index.generation, state.generation)
+            log.info(
+                "vector index for model %d is stale (file gen %d, db gen %d); rebuilding",
+                model_id,
+                index.generation,
+                state.generation,
+            )
     return rebuild_vector_index(store, model_id, dim, index_dir)
 
 
@@ -209,8 +213,15 @@ class ModelVectors:
     rebuilds it from ``embeddings``.
     """
 
-    def __init__(self, store: LibraryStore, model_id: int, dim: int, index_dir: Path,
-                 index: VectorIndex, save_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: LibraryStore,
+        model_id: int,
+        dim: int,
+        index_dir: Path,
+        index: VectorIndex,
+        save_interval: float = 60.0,
+    ) -> None:
         self.store = store
         self.model_id = model_id
         self.dim = dim
@@ -221,8 +232,9 @@ class ModelVectors:
         self._last_save = time.monotonic()
 
     @classmethod
-    def open(cls, store: LibraryStore, model_id: int, dim: int, index_dir: Path,
-             save_interval: float = 60.0) -> ModelVectors:
+    def open(
+        cls, store: LibraryStore, model_id: int, dim: int, index_dir: Path, save_interval: float = 60.0
+    ) -> ModelVectors:
         index = open_vector_index(store, model_id, dim, index_dir)
         return cls(store, model_id, dim, index_dir, index, save_interval)
 

@@ -25,8 +25,7 @@ class FakeEmbedder:
 
     @property
     def record(self) -> ModelRecord:
-        return ModelRecord(key=f"fake/{self._dim}", name="fake", dim=self._dim,
-                           preprocess=json.dumps({"size": 8}))
+        return ModelRecord(key=f"fake/{self._dim}", name="fake", dim=self._dim, preprocess=json.dumps({"size": 8}))
 
     @property
     def dim(self) -> int:

@@ -40,8 +40,9 @@ def toy_photo(spec: ShapeSpec, seed: int, size: tuple[int, int] = (320, 240)) ->
     return render(spec, random.Random(seed), size)
 
 
-def write_photo(path: Path, spec: ShapeSpec, seed: int, orientation: int = 1,
-                size: tuple[int, int] = (320, 240)) -> Path:
+def write_photo(
+    path: Path, spec: ShapeSpec, seed: int, orientation: int = 1, size: tuple[int, int] = (320, 240)
+) -> Path:
     """Write a toy photo in the format its suffix names (JPEG with EXIF orientation, PNG, ...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     img = toy_photo(spec, seed, size)

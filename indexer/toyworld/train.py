@@ -22,6 +22,7 @@ import math
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,8 +70,15 @@ def _sample_picture(rng: random.Random, spec: ShapeSpec) -> Image.Image:
     return img
 
 
-def evaluate(model: torch.nn.Module, tokenizer, size: int, mean: torch.Tensor, std: torch.Tensor,
-             n_per_spec: int = 10, seed: int = 12345) -> dict[str, float]:
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    size: int,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    n_per_spec: int = 10,
+    seed: int = 12345,
+) -> dict[str, float]:
     """Zero-shot accuracy on fresh pictures: full caption, shape only, colour only."""
     rng = random.Random(seed)
     specs = all_specs()
@@ -129,11 +137,16 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float) -> dict[s
         caps = [_caption(rng, s) for s in batch_specs]
         texts = tokenizer([c[0] for c in caps])
         # match[i, j]: caption j describes picture i.
-        match = torch.tensor([
-            [(shape is None or shape == s.shape) and (colour is None or colour == s.colour)
-             for (_, shape, colour) in caps]
-            for s in batch_specs
-        ], dtype=torch.float32)
+        match = torch.tensor(
+            [
+                [
+                    (shape is None or shape == s.shape) and (colour is None or colour == s.colour)
+                    for (_, shape, colour) in caps
+                ]
+                for s in batch_specs
+            ],
+            dtype=torch.float32,
+        )
         img_f, txt_f, logit_scale = model(images, texts)
         logits = logit_scale * img_f @ txt_f.T
         loss_i = -(F.log_softmax(logits, 1) * (match / match.sum(1, keepdim=True))).sum(1).mean()

@@ -29,8 +29,9 @@ def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subproces
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     e = dict(os.environ)
-    e.update(GLIMPSE_HOME=str(tmp_path / "home"), GLIMPSE_MODEL="toyworld", HF_HUB_OFFLINE="1",
-             HF_HOME=str(tmp_path / "hf"))
+    e.update(
+        GLIMPSE_HOME=str(tmp_path / "home"), GLIMPSE_MODEL="toyworld", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")
+    )
     e.pop("GLIMPSE_WEIGHTS", None)
     return e
 
@@ -136,8 +137,13 @@ def test_sigkill_mid_run_then_resume_indexes_everything_exactly_once(tmp_path: P
     for i in range(total):
         write_photo(root / f"d{i % 7}" / f"p{i:04d}.jpg", specs[i % len(specs)], seed=i, size=(640, 480))
     db = Path(env["GLIMPSE_HOME"]) / "library.sqlite3"
-    proc = subprocess.Popen([*glimpse_cmd(), "index", str(root), "--batch-size", "8"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*glimpse_cmd(), "index", str(root), "--batch-size", "8"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 180
     committed = 0
     while time.monotonic() < deadline and committed < 40:

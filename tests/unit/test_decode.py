@@ -68,8 +68,10 @@ def test_preprocessing_matches_open_clip_transform() -> None:
     img = Image.fromarray(rng.integers(0, 255, (137, 203, 3), dtype=np.uint8))
     for mode in ("shortest", "squash"):
         spec = PreprocessSpec(size=64, mean=(0.48, 0.45, 0.40), std=(0.26, 0.26, 0.27), resize_mode=mode)
-        ref = image_transform_v2(PreprocessCfg(size=(64, 64), mean=spec.mean, std=spec.std,
-                                               interpolation="bicubic", resize_mode=mode), is_train=False)(img)
+        ref = image_transform_v2(
+            PreprocessCfg(size=(64, 64), mean=spec.mean, std=spec.std, interpolation="bicubic", resize_mode=mode),
+            is_train=False,
+        )(img)
         ours = torch.from_numpy(to_model_input(img, spec)).permute(2, 0, 1).float() / 255.0
         ours = (ours - torch.tensor(spec.mean)[:, None, None]) / torch.tensor(spec.std)[:, None, None]
         assert torch.allclose(ours, ref, atol=1e-5), mode

@@ -101,19 +101,30 @@ def test_offline_without_weights_fails_fast_and_says_what_to_do(empty_hf_cache: 
         OpenClipEmbedder(resolve_model("ViT-B-32")).load()
     assert time.monotonic() - started < 20
     msg = info.value.message
-    for needle in ("ViT-B-32/laion2b_s34b_b79k", str(empty_hf_cache), "--weights FILE",
-                   "huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "GLIMPSE_MODEL=toyworld"):
+    for needle in (
+        "ViT-B-32/laion2b_s34b_b79k",
+        str(empty_hf_cache),
+        "--weights FILE",
+        "huggingface.co/laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "GLIMPSE_MODEL=toyworld",
+    ):
         assert needle in msg, needle
     assert info.value.exit_code == 4
 
 
-def test_cached_pretrained_weights_load_without_network(tiny_arch: str, empty_hf_cache: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cached_pretrained_weights_load_without_network(
+    tiny_arch: str, empty_hf_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Once downloaded, a tagged model loads from the Hugging Face cache with the hub offline."""
     from open_clip import pretrained
 
-    tag_cfg = {"hf_hub": "glimpse/tiny-test/", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-               "interpolation": "bicubic", "resize_mode": "squash"}
+    tag_cfg = {
+        "hf_hub": "glimpse/tiny-test/",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.5, 0.5, 0.5),
+        "interpolation": "bicubic",
+        "resize_mode": "squash",
+    }
     monkeypatch.setitem(pretrained._PRETRAINED, tiny_arch, {"cached": tag_cfg})
     repo = empty_hf_cache / "models--glimpse--tiny-test"
     (repo / "refs").mkdir(parents=True)

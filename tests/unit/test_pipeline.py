@@ -30,8 +30,13 @@ def _run(pipeline: IndexingPipeline, roots: list[Path], control: Control | None 
 @pytest.fixture
 def library(paths: AppPaths, toy_embedder: OpenClipEmbedder):
     store = LibraryStore.open(paths.database)
-    pipeline = IndexingPipeline(store, toy_embedder, paths.index_dir, ThumbnailCache(paths.thumbnails_dir),
-                                PipelineConfig(batch_size=16, decode_workers=2))
+    pipeline = IndexingPipeline(
+        store,
+        toy_embedder,
+        paths.index_dir,
+        ThumbnailCache(paths.thumbnails_dir),
+        PipelineConfig(batch_size=16, decode_workers=2),
+    )
     yield store, pipeline
     store.close()
 
@@ -107,7 +112,8 @@ def test_cancel_keeps_finished_batches_and_resume_completes(library, tmp_path: P
     assert report.indexed == 108 - first, "the second run embeds exactly what the first did not"
     assert store.count_embeddings(model_id) == 108
     assert sorted(pipeline.vectors().index.ids().tolist()) == sorted(
-        s.id for s in store.files_under(str(root)).values())
+        s.id for s in store.files_under(str(root)).values()
+    )
 
 
 def test_pause_blocks_until_resumed(library, tmp_path: Path) -> None:
@@ -146,6 +152,7 @@ def test_changed_photo_is_re_embedded_and_vector_replaced(library, tmp_path: Pat
     before = store.embedding(image_id, vectors.model_id, vectors.dim)
     write_photo(path, spec_b, seed=3)
     import os
+
     os.utime(path, ns=(1, 10**18))
     report = _run(pipeline, [root])
     assert report.scan.changed == 1 and report.indexed == 1

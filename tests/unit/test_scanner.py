@@ -30,8 +30,15 @@ def test_walk_finds_photos_skips_hidden_system_and_other_files(tmp_path: Path) -
     root = tmp_path / "photos"
     for rel in ("a.jpg", "b.JPEG", "sub/c.png", "sub/deeper/d.heic", "e.webp", "f.gif", "g.tif", "h.bmp"):
         _touch(root / rel)
-    for rel in (".hidden/x.jpg", "@eaDir/thumb.jpg", "$RECYCLE.BIN/y.jpg", ".dotfile.jpg", "notes.txt",
-                "movie.mp4", ".Trash-1000/z.jpg"):
+    for rel in (
+        ".hidden/x.jpg",
+        "@eaDir/thumb.jpg",
+        "$RECYCLE.BIN/y.jpg",
+        ".dotfile.jpg",
+        "notes.txt",
+        "movie.mp4",
+        ".Trash-1000/z.jpg",
+    ):
         _touch(root / rel)
     found = sorted(Path(f.path).relative_to(root).as_posix() for f in walk_photos(root))
     assert found == ["a.jpg", "b.JPEG", "e.webp", "f.gif", "g.tif", "h.bmp", "sub/c.png", "sub/deeper/d.heic"]
@@ -71,8 +78,9 @@ def test_rescan_diffs_new_changed_moved_removed(tmp_path: Path, store: LibrarySt
     assert (first.found, first.new) == (4, 4)
     ids = {Path(p).name: s.id for p, s in store.files_under(str(root)).items()}
     model = store.register_model(ModelRecord(key="m", name="m", dim=2, preprocess="{}"))
-    store.save_batch(model, [EmbeddedImage(i, b"\0\0\0\0", 1, 1, None, None, None, None, None)
-                             for i in ids.values()], [])
+    store.save_batch(
+        model, [EmbeddedImage(i, b"\0\0\0\0", 1, 1, None, None, None, None, None) for i in ids.values()], []
+    )
 
     edit.write_bytes(b"E" * 2000)
     (root / "album").mkdir()

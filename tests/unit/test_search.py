@@ -34,8 +34,15 @@ def test_parse(query: str, expected: list[tuple[str, str, float]]) -> None:
 
 @pytest.mark.parametrize(
     ("query", "reason"),
-    [("", "empty"), ("   ", "empty"), ("a +", "ends with an operator"), ("a + - b", "Two operators"),
-     ('"open', "not closed"), ("-people", "only exclude"), ('a + ""', "empty")],
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("a +", "ends with an operator"),
+        ("a + - b", "Two operators"),
+        ('"open', "not closed"),
+        ("-people", "only exclude"),
+        ('a + ""', "empty"),
+    ],
 )
 def test_parse_errors(query: str, reason: str) -> None:
     with pytest.raises(QueryError) as info:
@@ -62,8 +69,12 @@ def service(tmp_path: Path) -> tuple[SearchService, dict[str, int], FakeEmbedder
     embedder = FakeEmbedder(AXES)
     model_id = store.register_model(embedder.record)
     vectors = {  # photo name -> vector
-        "x.jpg": [1, 0, 0], "y.jpg": [0, 1, 0], "z.jpg": [0, 0, 1],
-        "xy.jpg": [1, 1, 0], "xz.jpg": [1, 0, 1], "sub/x2.jpg": [0.9, 0.1, 0],
+        "x.jpg": [1, 0, 0],
+        "y.jpg": [0, 1, 0],
+        "z.jpg": [0, 0, 1],
+        "xy.jpg": [1, 1, 0],
+        "xz.jpg": [1, 0, 1],
+        "sub/x2.jpg": [0.9, 0.1, 0],
     }
     root = str(tmp_path / "lib")
     folder = store.add_folder(root)
@@ -72,8 +83,11 @@ def service(tmp_path: Path) -> tuple[SearchService, dict[str, int], FakeEmbedder
     done = []
     for name, v in vectors.items():
         arr = np.asarray(v, np.float32)
-        done.append(EmbeddedImage(ids[name], (arr / np.linalg.norm(arr)).astype("<f2").tobytes(),
-                                  1, 1, None, None, None, None, None))
+        done.append(
+            EmbeddedImage(
+                ids[name], (arr / np.linalg.norm(arr)).astype("<f2").tobytes(), 1, 1, None, None, None, None, None
+            )
+        )
     store.save_batch(model_id, done, [])
     mv = ModelVectors.open(store, model_id, 3, tmp_path / "idx")
     yield SearchService(store, embedder, lambda: mv), ids, embedder
@@ -81,8 +95,7 @@ def service(tmp_path: Path) -> tuple[SearchService, dict[str, int], FakeEmbedder
 
 
 def _names(results) -> list[str]:  # type: ignore[no-untyped-def]
-    return [Path(r.path).name if Path(r.path).parent.name != "sub" else f"sub/{Path(r.path).name}"
-            for r in results]
+    return [Path(r.path).name if Path(r.path).parent.name != "sub" else f"sub/{Path(r.path).name}" for r in results]
 
 
 def test_text_query_ranks_by_cosine(service) -> None:

@@ -72,8 +72,11 @@ def library(tmp_path: Path) -> tuple[LibraryStore, int, dict[int, np.ndarray]]:
     model = store.register_model(ModelRecord(key="m", name="m", dim=DIM, preprocess="{}"))
     vecs = _unit(np.random.default_rng(4), 20).astype("<f2")
     ids = sorted(s.id for s in store.files_under("/p").values())
-    store.save_batch(model, [EmbeddedImage(i, v.tobytes(), 1, 1, None, None, None, None, None)
-                             for i, v in zip(ids, vecs, strict=True)], [])
+    store.save_batch(
+        model,
+        [EmbeddedImage(i, v.tobytes(), 1, 1, None, None, None, None, None) for i, v in zip(ids, vecs, strict=True)],
+        [],
+    )
     yield store, model, {i: v.astype(np.float32) for i, v in zip(ids, vecs, strict=True)}
     store.close()
 
