@@ -258,6 +258,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
+    """Command-line flags win over environment variables, which win over the library's saved settings.
+
+    ``index`` with an explicit model remembers it for the library, so a later ``search``
+    without ``--model`` uses the same embedding space instead of the default model.
+    """
+    settings = Settings.load(paths.settings_file)
+    chosen_model = args.model or os.environ.get(MODEL_ENV)
+    chosen_weights = args.weights or os.environ.get(WEIGHTS_ENV)
+    if chosen_model or chosen_weights:
+        settings.model, settings.weights = chosen_model, chosen_weights
+        if args.command == "index" and (args.model or args.weights):
+            settings.save(paths.settings_file)
+    settings.device = args.device if args.device != "auto" else settings.device
+    settings.threads = args.threads or settings.threads
+    if args.command == "index":
+        settings.batch_size = args.batch_size or settings.batch_size
+        settings.decode_workers = args.workers or settings.decode_workers
+    return settings
+
+
 def _setup_logging(verbose: int) -> None:
     """Quiet by default (the commands print what matters); -v shows Glimpse's steps, -vv everything."""
     logging.basicConfig(
@@ -281,15 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "models":
             return cmd_models(args)
-        settings = Settings.load(AppPaths.from_env().settings_file)
-        settings.model = args.model or settings.model
-        settings.weights = args.weights or settings.weights
-        settings.device = args.device if args.device != "auto" else settings.device
-        settings.threads = args.threads or settings.threads
-        if args.command == "index":
-            settings.batch_size = args.batch_size or settings.batch_size
-            settings.decode_workers = args.workers or settings.decode_workers
-        svc = build_services(AppPaths.from_env(), settings)
+        paths = AppPaths.from_env()
+        settings = _settings(args, paths)
+        svc = build_services(paths, settings)
         try:
             return COMMANDS[args.command](svc, args)
         finally:

@@ -129,6 +129,16 @@ def test_errors_have_messages_and_exit_codes(tmp_path: Path, env: dict[str, str]
     assert names["ViT-B-32-256"]["default"] and any(m["multilingual"] for m in names.values())
 
 
+def test_index_remembers_the_model_for_later_commands(tmp_path: Path, env: dict[str, str]) -> None:
+    plain = dict(env)
+    plain.pop("GLIMPSE_MODEL")
+    write_photo(tmp_path / "p" / "star.jpg", BLUE_STAR, seed=3)
+    assert run(["--model", "toyworld", "index", str(tmp_path / "p")], plain).returncode == 0
+    found = run(["search", "a blue star", "--json"], plain)  # no --model: the library's model
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)[0]["path"].endswith("star.jpg")
+
+
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_indexes_everything_exactly_once(tmp_path: Path, env: dict[str, str]) -> None:
     root = tmp_path / "many"
