@@ -52,8 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    s = sub.add_parser("index", help="add folders and index their photos")
-    s.add_argument("paths", nargs="+", type=Path)
+    s = sub.add_parser("index", help="add folders and index their photos (no folder: rescan all)")
+    s.add_argument("paths", nargs="*", type=Path)
     s.add_argument("--batch-size", type=int)
     s.add_argument("--workers", type=int, help="decode processes (default: one per core)")
     s.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -88,6 +88,10 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         if not resolved.is_dir():
             raise NotFoundError(f"{path} is not a folder.", title="Folder not found")
         roots.append(resolved)
+    if not roots:
+        roots = [Path(f.path) for f in svc.store.folders() if f.enabled]
+        if not roots:
+            raise NotFoundError("The library has no folders yet: run `glimpse index FOLDER`.", title="No folders")
     control = Control()
     gen = svc.pipeline.run(roots, control)
     bar = None

@@ -12,10 +12,24 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from store.database import open_engine
 from store.errors import NotFoundError
@@ -59,6 +73,25 @@ def _under(path: str) -> tuple[str, str]:
     """
     prefix = path.rstrip(os.sep) + os.sep
     return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
+
+
+_FILE_STATE_COLS = (
+    _images.c.id,
+    _images.c.path,
+    _images.c.size,
+    _images.c.mtime_ns,
+    _images.c.status,
+    _images.c.content_hash,
+)
+
+
+def _file_state(r: Row[Any, Any, Any, Any, Any, Any]) -> FileState:
+    return FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash)
+
+
+def _path_under(folders: Sequence[str]) -> ColumnElement[bool]:
+    """Images under any of ``folders``, as range conditions on the unique path index."""
+    return or_(*(and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)))
 
 
 def _to_record(row: object) -> ImageRecord:
@@ -113,14 +146,11 @@ class LibraryStore:
 
     def remove_folder(self, path: str) -> list[int]:
         """Forget a root and every image under it; returns the removed image ids."""
-        lo, hi = _under(path)
         with self.engine.begin() as conn:
             folder = conn.execute(select(_folders.c.id).where(_folders.c.path == path)).first()
             if folder is None:
                 raise NotFoundError(f"{path} is not a folder of this library.")
-            ids = list(
-                conn.execute(select(_images.c.id).where(and_(_images.c.path >= lo, _images.c.path < hi))).scalars()
-            )
+            ids = list(conn.execute(select(_images.c.id).where(_path_under([path]))).scalars())
             self._delete_images(conn, ids)
             conn.execute(delete(_folders).where(_folders.c.id == folder.id))
         return ids
@@ -129,37 +159,18 @@ class LibraryStore:
 
     def files_under(self, root: str) -> dict[str, FileState]:
         """Every known file under ``root``, keyed by path (one indexed range scan)."""
-        lo, hi = _under(root)
-        cols = (
-            _images.c.id,
-            _images.c.path,
-            _images.c.size,
-            _images.c.mtime_ns,
-            _images.c.status,
-            _images.c.content_hash,
-        )
         with self.engine.connect() as conn:
-            rows = conn.execute(select(*cols).where(and_(_images.c.path >= lo, _images.c.path < hi))).all()
-        return {r.path: FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash) for r in rows}
+            rows = conn.execute(select(*_FILE_STATE_COLS).where(_path_under([root]))).all()
+        return {r.path: _file_state(r) for r in rows}
 
     def files_with_hash(self, hashes: Iterable[str]) -> dict[str, list[FileState]]:
         """Known files by content hash; the scanner uses this to recognise moves."""
         wanted = list(set(hashes))
         found: dict[str, list[FileState]] = {}
-        cols = (
-            _images.c.id,
-            _images.c.path,
-            _images.c.size,
-            _images.c.mtime_ns,
-            _images.c.status,
-            _images.c.content_hash,
-        )
         with self.engine.connect() as conn:
             for chunk in _chunks(wanted):  # type: ignore[arg-type]
-                for r in conn.execute(select(*cols).where(_images.c.content_hash.in_(chunk))):
-                    found.setdefault(r.content_hash, []).append(
-                        FileState(r.id, r.path, r.size, r.mtime_ns, r.status, r.content_hash)
-                    )
+                for r in conn.execute(select(*_FILE_STATE_COLS).where(_images.c.content_hash.in_(chunk))):
+                    found.setdefault(r.content_hash, []).append(_file_state(r))
         return found
 
     def apply_scan(self, changes: ScanChanges) -> None:
@@ -293,8 +304,7 @@ class LibraryStore:
         )
         cond = and_(_images.c.status.in_((ImageStatus.PENDING, ImageStatus.INDEXED)), ~has_vec)
         if under:
-            ranges = [and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, under)]
-            cond = and_(cond, or_(*ranges))
+            cond = and_(cond, _path_under(under))
         with self.engine.connect() as conn:
             rows = conn.execute(select(_images.c.id, _images.c.path).where(cond).order_by(_images.c.id)).all()
         return [(r.id, r.path) for r in rows]
@@ -421,9 +431,8 @@ class LibraryStore:
 
     def ids_under(self, folders: Sequence[str]) -> np.ndarray:
         """Ids of every image under any of ``folders`` (for filtered search)."""
-        ranges = [and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)]
         with self.engine.connect() as conn:
-            ids = conn.execute(select(_images.c.id).where(or_(*ranges))).scalars().all()
+            ids = conn.execute(select(_images.c.id).where(_path_under(folders))).scalars().all()
         return np.asarray(ids, dtype=np.int64)
 
     def status_counts(self) -> dict[str, int]:

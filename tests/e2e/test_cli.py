@@ -97,8 +97,8 @@ def test_index_and_search_a_real_folder(tmp_path: Path, env: dict[str, str]) -> 
     assert status["images"]["indexed"] == len(truth)
     assert status["models"][0]["index"] == "ok" and status["models"][0]["vectors"] == len(truth)
 
-    again = json.loads(run(["index", str(root), "--json"], env).stdout)
-    assert again["indexed"] == 0 and again["new"] == 0
+    again = json.loads(run(["index", "--json"], env).stdout)  # no folder: rescan the library's folders
+    assert again["found"] == len(truth) and again["indexed"] == 0 and again["new"] == 0
 
 
 def test_failures_are_reported_with_exit_code_3(tmp_path: Path, env: dict[str, str]) -> None:
@@ -113,6 +113,8 @@ def test_failures_are_reported_with_exit_code_3(tmp_path: Path, env: dict[str, s
 
 
 def test_errors_have_messages_and_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
+    no_folders = run(["index"], env)
+    assert no_folders.returncode == 5 and "no folders yet" in no_folders.stderr
     missing = run(["index", str(tmp_path / "nope")], env)
     assert missing.returncode == 5 and "not a folder" in missing.stderr
     bad_query = run(["search", "a + "], env)
