@@ -142,6 +142,7 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         "photos_per_second": round(report.rate, 2),
         "failures": [{"path": p, "error": e} for p, e in report.failures],
         "unreadable_folders": scan.unreadable_dirs if scan else [],
+        "unavailable_folders": scan.offline_roots if scan else [],
     }
     if args.json:
         _print_json(summary)
@@ -154,6 +155,8 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
             f"Indexed {report.indexed} in {report.seconds:.1f} s ({report.rate:.1f} photos/s); "
             f"{report.failed} could not be read."
         )
+        for root in summary["unavailable_folders"]:
+            print(f"  {root} is not available (unplugged?); its photos are kept.", file=sys.stderr)
         for path, error in report.failures[:20]:
             print(f"  failed: {path}: {error}", file=sys.stderr)
         if len(report.failures) > 20:

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +78,8 @@ class ScanReport:
     removed: int = 0
     unchanged: int = 0
     stale_ids: list[int] = field(default_factory=list)
-    unreadable_dirs: list[str] = field(default_factory=list)
+    unreadable_dirs: list[str] = field(default_factory=list)  # "path: reason", for people
+    offline_roots: list[str] = field(default_factory=list)
 
 
 def is_photo(name: str) -> bool:
@@ -89,7 +90,9 @@ def _skip_dir(name: str) -> bool:
     return name.startswith(".") or name in SKIP_DIRS or name.startswith(".Trash-")
 
 
-def walk_photos(root: Path, unreadable: list[str] | None = None) -> Iterator[FoundFile]:
+def walk_photos(
+    root: Path, problems: list[str] | None = None, unreadable: list[str] | None = None
+) -> Iterator[FoundFile]:
     """Every photo file under ``root``, depth first.
 
     Hidden and system folders are skipped. Symlinked folders are followed, but each
@@ -98,8 +101,10 @@ def walk_photos(root: Path, unreadable: list[str] | None = None) -> Iterator[Fou
     try:
         st = root.stat()
     except OSError as exc:
+        if problems is not None:
+            problems.append(f"{root}: {exc.strerror}")
         if unreadable is not None:
-            unreadable.append(f"{root}: {exc.strerror}")
+            unreadable.append(str(root))
         return
     seen: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
     stack = [str(root)]
@@ -110,8 +115,10 @@ def walk_photos(root: Path, unreadable: list[str] | None = None) -> Iterator[Fou
                 entries = list(it)
         except OSError as exc:
             log.warning("cannot read folder %s: %s", folder, exc.strerror)
+            if problems is not None:
+                problems.append(f"{folder}: {exc.strerror}")
             if unreadable is not None:
-                unreadable.append(f"{folder}: {exc.strerror}")
+                unreadable.append(folder)
             continue
         subdirs: list[str] = []
         for entry in entries:
@@ -163,50 +170,49 @@ def _safe_hash(path: str, size: int) -> str | None:
         return None
 
 
-class Scanner:
-    """Reconciles the store with what is on disk under the given roots."""
+class _Reconciler:
+    """Collects what one scan saw and turns it into one :class:`ScanChanges`.
 
-    def __init__(self, store: LibraryStore) -> None:
+    Shared by the full scan of a root and the targeted scan of paths the watcher
+    reports, so both recognise changes and moves the same way.
+    """
+
+    def __init__(self, store: LibraryStore, report: ScanReport) -> None:
         self.store = store
+        self.report = report
+        self.changes = ScanChanges()
+        self.candidates: list[tuple[FoundFile, int | None]] = []  # paths new to the library
+        self.gone: dict[str, FileState] = {}
 
-    def scan(self, roots: list[Path], on_found: Callable[[int], None] | None = None) -> ScanReport:
-        """Scan every root and apply what changed in one transaction."""
-        report = ScanReport()
-        changes = ScanChanges()
-        candidates: list[tuple[FoundFile, int]] = []  # new paths, with their root's folder id
-        gone: dict[str, FileState] = {}
-        for root in roots:
-            folder = self.store.add_folder(str(root))
-            known = self.store.files_under(str(root))
-            for found in walk_photos(root, report.unreadable_dirs):
-                report.found += 1
-                if on_found is not None and report.found % 500 == 0:
-                    on_found(report.found)
-                row = known.pop(found.path, None)
-                if row is None:
-                    candidates.append((found, folder.id))
-                elif row.size == found.size and row.mtime_ns == found.mtime_ns and row.status != ImageStatus.MISSING:
-                    report.unchanged += 1
-                else:
-                    changes.changed.append(
-                        ChangedFile(row.id, found.size, found.mtime_ns, _safe_hash(found.path, found.size))
-                    )
-            gone.update(known)  # known rows under the root that the walk did not find
+    def see(self, found: FoundFile, row: FileState | None, folder_id: int | None) -> None:
+        self.report.found += 1
+        if row is None:
+            self.candidates.append((found, folder_id))
+        elif row.size == found.size and row.mtime_ns == found.mtime_ns and row.status != ImageStatus.MISSING:
+            self.report.unchanged += 1
+        else:
+            hashed = _safe_hash(found.path, found.size)
+            self.changes.changed.append(ChangedFile(row.id, found.size, found.mtime_ns, hashed))
 
-        hashes = {c.path: _safe_hash(c.path, c.size) for c, _ in candidates}
+    def missing(self, row: FileState) -> None:
+        self.gone[row.path] = row
+
+    def apply(self) -> ScanReport:
+        """Match new paths to vanished rows by content (moves), then commit everything at once."""
+        report, changes = self.report, self.changes
+        hashes = {c.path: _safe_hash(c.path, c.size) for c, _ in self.candidates}
         by_hash = self.store.files_with_hash(h for h in hashes.values() if h)
         claimed: set[int] = set()
-        for found, folder_id in candidates:
+        for found, folder_id in self.candidates:
             h = hashes[found.path]
-            origin = self._moved_from(by_hash.get(h, []) if h else [], found, gone, claimed)
+            origin = self._moved_from(by_hash.get(h, []) if h else [], found, claimed)
             if origin is not None:
                 claimed.add(origin.id)
-                gone.pop(origin.path, None)
+                self.gone.pop(origin.path, None)
                 changes.moved.append(MovedFile(origin.id, found.path, folder_id, found.size, found.mtime_ns))
             else:
                 changes.new.append(NewFile(found.path, folder_id, found.size, found.mtime_ns, h))
-        changes.removed = [row.id for row in gone.values()]
-
+        changes.removed = [row.id for row in self.gone.values()]
         report.new = len(changes.new)
         report.changed = len(changes.changed)
         report.moved = len(changes.moved)
@@ -223,14 +229,79 @@ class Scanner:
         )
         return report
 
-    @staticmethod
-    def _moved_from(
-        rows: list[FileState], found: FoundFile, gone: dict[str, FileState], claimed: set[int]
-    ) -> FileState | None:
+    def _moved_from(self, rows: list[FileState], found: FoundFile, claimed: set[int]) -> FileState | None:
         """The row this file was moved from: same content, and its old path is gone."""
         for row in rows:
             if row.id in claimed or row.size != found.size:
                 continue
-            if row.path in gone or not os.path.exists(row.path):
+            if row.path in self.gone or not os.path.exists(row.path):
                 return row
         return None
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class Scanner:
+    """Reconciles the store with what is on disk."""
+
+    def __init__(self, store: LibraryStore) -> None:
+        self.store = store
+
+    def scan(self, roots: list[Path], on_found: Callable[[int], None] | None = None) -> ScanReport:
+        """Walk every root and apply what changed in one transaction.
+
+        A root that is not there (an unplugged drive, a network share that is down) is
+        reported and left alone: its photos are kept, not deleted. Photos under a folder
+        that could not be read are kept too.
+        """
+        report = ScanReport()
+        session = _Reconciler(self.store, report)
+        for root in roots:
+            if not root.is_dir():
+                report.offline_roots.append(str(root))
+                log.warning("folder %s is not available; its photos are kept", root)
+                continue
+            folder = self.store.add_folder(str(root))
+            known = self.store.files_under(str(root))
+            unreadable: list[str] = []
+            for found in walk_photos(root, report.unreadable_dirs, unreadable):
+                session.see(found, known.pop(found.path, None), folder.id)
+                if on_found is not None and report.found % 500 == 0:
+                    on_found(report.found)
+            for row in known.values():  # known rows the walk did not find
+                if not any(_is_under(row.path, d) for d in unreadable):
+                    session.missing(row)
+        return session.apply()
+
+    def scan_paths(self, paths: Iterable[str]) -> ScanReport:
+        """Reconcile individual files, e.g. those the watcher saw change.
+
+        Each path either exists (new or changed) or not (removed); a path that
+        appears where a vanished photo with the same content was is a move.
+        """
+        report = ScanReport()
+        session = _Reconciler(self.store, report)
+        folders = sorted((f for f in self.store.folders()), key=lambda f: len(f.path), reverse=True)
+        wanted = sorted(set(paths))
+        known = self.store.file_states(wanted)
+        for path in wanted:
+            folder = next((f for f in folders if _is_under(path, f.path)), None)
+            found = _stat_photo(path)
+            if found is not None and folder is not None:
+                session.see(found, known.get(path), folder.id)
+            elif found is None and path in known:
+                session.missing(known[path])
+        return session.apply()
+
+
+def _stat_photo(path: str) -> FoundFile | None:
+    name = os.path.basename(path)
+    if not is_photo(name) or name.startswith("."):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FoundFile(path, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None

@@ -163,6 +163,16 @@ class LibraryStore:
             rows = conn.execute(select(*_FILE_STATE_COLS).where(_path_under([root]))).all()
         return {r.path: _file_state(r) for r in rows}
 
+    def file_states(self, paths: Sequence[str]) -> dict[str, FileState]:
+        """The known files among ``paths`` (for targeted rescans of watched changes)."""
+        out: dict[str, FileState] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(paths), _CHUNK):
+                chunk = list(paths[start : start + _CHUNK])
+                for r in conn.execute(select(*_FILE_STATE_COLS).where(_images.c.path.in_(chunk))):
+                    out[r.path] = _file_state(r)
+        return out
+
     def files_with_hash(self, hashes: Iterable[str]) -> dict[str, list[FileState]]:
         """Known files by content hash; the scanner uses this to recognise moves."""
         wanted = list(set(hashes))

@@ -126,3 +126,50 @@ def test_move_between_roots_is_recognised(tmp_path: Path, store: LibraryStore) -
     report = scanner.scan([b])  # only the destination is rescanned
     assert report.moved == 1 and report.new == 0
     assert store.image_by_path(str(b / "p.jpg")).id == original
+
+
+def test_missing_root_keeps_its_photos(tmp_path: Path, store: LibraryStore) -> None:
+    """An unplugged drive is not a deletion."""
+    root = tmp_path / "usb"
+    _touch(root / "a.jpg", b"a" * 100)
+    scanner = Scanner(store)
+    scanner.scan([root])
+    (root / "a.jpg").rename(tmp_path / "elsewhere.jpg")
+    root.rmdir()
+    report = scanner.scan([root])
+    assert report.offline_roots == [str(root)] and report.removed == 0
+    assert store.image_by_path(str(root / "a.jpg")) is not None
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
+def test_unreadable_subfolder_keeps_its_photos(tmp_path: Path, store: LibraryStore) -> None:
+    root = tmp_path / "photos"
+    _touch(root / "locked" / "a.jpg")
+    scanner = Scanner(store)
+    scanner.scan([root])
+    (root / "locked").chmod(0)
+    try:
+        report = scanner.scan([root])
+    finally:
+        (root / "locked").chmod(0o755)
+    assert report.removed == 0 and report.unreadable_dirs
+
+
+def test_scan_paths_reconciles_only_the_named_files(tmp_path: Path, store: LibraryStore) -> None:
+    root = tmp_path / "photos"
+    a = _touch(root / "a.jpg", os.urandom(3000))
+    b = _touch(root / "b.jpg", b"b" * 100)
+    untouched = _touch(root / "c.jpg", b"c" * 100)
+    scanner = Scanner(store)
+    scanner.scan([root])
+    ids = {Path(p).name: s.id for p, s in store.files_under(str(root)).items()}
+    a.rename(root / "a-renamed.jpg")
+    b.write_bytes(b"B" * 200)
+    untouched.unlink()  # not named below: a targeted scan must not notice it
+    new = _touch(root / "sub" / "new.png", b"n" * 10)
+    _touch(root / "notes.txt")
+    report = scanner.scan_paths([str(a), str(root / "a-renamed.jpg"), str(b), str(new), str(root / "notes.txt")])
+    assert (report.moved, report.changed, report.new, report.removed) == (1, 1, 1, 0)
+    assert store.image_by_path(str(root / "a-renamed.jpg")).id == ids["a.jpg"]
+    assert store.image_by_path(str(untouched)) is not None
+    assert scanner.scan_paths([str(untouched)]).removed == 1
