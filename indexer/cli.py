@@ -155,7 +155,7 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
             f"Indexed {report.indexed} in {report.seconds:.1f} s ({report.rate:.1f} photos/s); "
             f"{report.failed} could not be read."
         )
-        for root in summary["unavailable_folders"]:
+        for root in scan.offline_roots if scan else []:
             print(f"  {root} is not available (unplugged?); its photos are kept.", file=sys.stderr)
         for path, error in report.failures[:20]:
             print(f"  failed: {path}: {error}", file=sys.stderr)
