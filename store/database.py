@@ -22,9 +22,15 @@ from store.schema import SCHEMA_VERSION, Base, Meta
 
 log = logging.getLogger(__name__)
 
+
+def _v1_to_v2(conn: Connection) -> None:
+    """v2: folders remember whether their root is reachable (offline drives keep their photos)."""
+    conn.execute(text("ALTER TABLE folders ADD COLUMN online BOOLEAN NOT NULL DEFAULT 1"))
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
 # created directly at SCHEMA_VERSION from the current models.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

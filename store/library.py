@@ -20,12 +20,14 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    String,
     Table,
     and_,
     bindparam,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     update,
@@ -94,6 +96,11 @@ def _path_under(folders: Sequence[str]) -> ColumnElement[bool]:
     return or_(*(and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)))
 
 
+def _folder(row: Any) -> FolderRecord:
+    m = row._mapping
+    return FolderRecord(m["id"], m["path"], m["added_at"], m["enabled"], bool(m["online"]))
+
+
 def _to_record(row: object) -> ImageRecord:
     m = row._mapping  # type: ignore[attr-defined]
     return ImageRecord(
@@ -136,13 +143,51 @@ class LibraryStore:
             if row is None:
                 conn.execute(insert(_folders).values(path=path, added_at=_now(), enabled=True))
                 row = conn.execute(select(_folders).where(_folders.c.path == path)).one()
-        m = row._mapping
-        return FolderRecord(m["id"], m["path"], m["added_at"], m["enabled"])
+        return _folder(row)
 
     def folders(self) -> list[FolderRecord]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(_folders).order_by(_folders.c.path)).all()
-        return [FolderRecord(r.id, r.path, r.added_at, r.enabled) for r in rows]
+        return [_folder(r) for r in rows]
+
+    def set_folder_online(self, path: str, online: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(_folders).where(_folders.c.path == path).values(online=online))
+
+    def folder_counts(self) -> dict[str, dict[str, int]]:
+        """Photos per status under each folder (for `glimpse folders list` and the library panel)."""
+        out: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_folders.c.path, _images.c.status, func.count())
+                .select_from(_folders.join(_images, _images.c.folder_id == _folders.c.id, isouter=True))
+                .group_by(_folders.c.path, _images.c.status)
+            ).all()
+        for path, status, count in rows:
+            counts = out.setdefault(path, dict.fromkeys(ImageStatus.ALL, 0))
+            if status is not None:
+                counts[status] = int(count)
+        return out
+
+    def move_tree(self, src: str, dst: str, folder_id: int | None) -> list[int]:
+        """A folder was moved or renamed: rewrite every path under it in one transaction.
+
+        Ids, vectors and tags stay; returns the ids that moved.
+        """
+        n = len(src.rstrip(os.sep))
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(select(_images.c.id).where(_path_under([src]))).scalars())
+            if ids:
+                new_path = literal(dst.rstrip(os.sep), String) + func.substr(_images.c.path, n + 1)
+                conn.execute(update(_images).where(_path_under([src])).values(path=new_path, folder_id=folder_id))
+        return ids
+
+    def remove_under(self, path: str) -> list[int]:
+        """Forget every image under ``path`` (a deleted folder); returns their ids."""
+        with self.engine.begin() as conn:
+            ids = list(conn.execute(select(_images.c.id).where(_path_under([path]))).scalars())
+            self._delete_images(conn, ids)
+        return ids
 
     def remove_folder(self, path: str) -> list[int]:
         """Forget a root and every image under it; returns the removed image ids."""

@@ -16,6 +16,7 @@ class FolderRecord:
     path: str
     added_at: datetime
     enabled: bool
+    online: bool = True
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ImageStatus:
@@ -57,6 +57,8 @@ class Folder(Base):
     path: Mapped[str] = mapped_column(String, unique=True)
     added_at: Mapped[datetime] = mapped_column(DateTime)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # False while the root is unreachable (unplugged drive, share down): its photos stay.
+    online: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
 
 
 class Image(Base):

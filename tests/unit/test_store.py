@@ -44,7 +44,7 @@ def _vec(values: list[float]) -> bytes:
 def _add(store: LibraryStore, root: str, names: list[str]) -> dict[str, int]:
     folder = store.add_folder(root)
     store.apply_scan(ScanChanges(new=[NewFile(f"{root}/{n}", folder.id, 10, 1, f"h-{n}") for n in names]))
-    return {p.rsplit("/", 1)[1]: s.id for p, s in store.files_under(root).items()}
+    return {p[len(root) + 1 :]: s.id for p, s in store.files_under(root).items()}
 
 
 def _done(image_id: int, vec: bytes) -> EmbeddedImage:
@@ -160,3 +160,30 @@ def test_iter_embeddings_round_trips_vectors_in_chunks(store: LibraryStore) -> N
         for i, v in zip(ids_chunk, vec_chunk, strict=True):
             expected = vecs[int(i)] / np.linalg.norm(vecs[int(i)])
             np.testing.assert_allclose(v, expected, atol=2e-3)
+
+
+def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "lib.sqlite3"
+    store = LibraryStore.open(path)
+    store.add_folder("/photos")
+    store.close()
+    with sqlite3.connect(path) as conn:  # make it look like a library written by schema v1
+        conn.execute("ALTER TABLE folders DROP COLUMN online")
+        conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    store = LibraryStore.open(path)
+    try:
+        assert [(f.path, f.online) for f in store.folders()] == [("/photos", True)]
+        store.set_folder_online("/photos", False)
+        assert store.folders()[0].online is False
+    finally:
+        store.close()
+
+
+def test_move_tree_rewrites_paths_and_keeps_ids(store: LibraryStore) -> None:
+    ids = _add(store, "/p", ["album/a.jpg", "album/sub/b.jpg", "albumx/c.jpg"])
+    moved = store.move_tree("/p/album", "/p/Holidays 2024", None)
+    assert sorted(moved) == sorted([ids["album/a.jpg"], ids["album/sub/b.jpg"]])
+    assert store.image_by_path("/p/Holidays 2024/sub/b.jpg").id == ids["album/sub/b.jpg"]
+    assert store.image_by_path("/p/albumx/c.jpg") is not None
+    assert sorted(store.remove_under("/p/Holidays 2024")) == sorted(moved)
+    assert list(store.files_under("/p")) == ["/p/albumx/c.jpg"]
