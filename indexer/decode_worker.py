@@ -7,6 +7,7 @@ and the decoder only: no torch, FAISS or SQLAlchemy to load before it can work.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +35,11 @@ class Decoded:
     error: str | None = None
 
 
-def init_worker(max_pixels: int) -> None:
+def init_worker(max_pixels: int, nice: int = 0) -> None:
     from PIL import Image
 
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
     # Our own limit is checked before decoding; lift Pillow's lower default to match it.
     Image.MAX_IMAGE_PIXELS = max_pixels
     register_heif()

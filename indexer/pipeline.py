@@ -71,6 +71,7 @@ class PipelineConfig:
     thumbnail_size: int | None = THUMBNAIL_SIZE
     max_pixels: int = DEFAULT_MAX_PIXELS
     save_interval: float = 60.0
+    nice: int = 0  # added to decode workers' niceness; the background service uses it to stay out of the way
 
 
 class Control:
@@ -128,7 +129,7 @@ class DecodePool:
             self._cfg.decode_workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=init_worker,
-            initargs=(self._cfg.max_pixels,),
+            initargs=(self._cfg.max_pixels, self._cfg.nice),
         )
 
     @property
@@ -227,12 +228,24 @@ class IndexingPipeline:
         yield Progress("scanning")
         report.scan = self.scanner.scan(list(roots))
         vectors.remove(report.scan.stale_ids)
-        pending = self.store.pending_images(vectors.model_id, [str(r) for r in roots] if roots else None)
+        yield from self.index_pending([str(r) for r in roots], control, report)
+        report.seconds = time.monotonic() - started
+        return report
+
+    def index_pending(
+        self, under: Sequence[str] | None = None, control: Control | None = None, report: IndexReport | None = None
+    ) -> Generator[Progress, None, IndexReport]:
+        """Embed every photo under ``under`` (everything if None) that has no vector yet."""
+        control = control or Control()
+        report = report if report is not None else IndexReport()
+        started = time.monotonic()
+        vectors = self.vectors()
+        pending = self.store.pending_images(vectors.model_id, under or None)
         try:
             yield from self._embed_all(pending, vectors, control, report)
         finally:
             vectors.save()
-        report.seconds = time.monotonic() - started
+        report.seconds += time.monotonic() - started
         yield Progress("done", report.indexed, len(pending), report.failed, rate=report.rate)
         return report
 

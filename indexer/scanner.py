@@ -261,9 +261,12 @@ class Scanner:
         for root in roots:
             if not root.is_dir():
                 report.offline_roots.append(str(root))
+                self.store.set_folder_online(str(root), False)
                 log.warning("folder %s is not available; its photos are kept", root)
                 continue
             folder = self.store.add_folder(str(root))
+            if not folder.online:
+                self.store.set_folder_online(str(root), True)
             known = self.store.files_under(str(root))
             unreadable: list[str] = []
             for found in walk_photos(root, report.unreadable_dirs, unreadable):

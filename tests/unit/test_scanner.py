@@ -139,6 +139,11 @@ def test_missing_root_keeps_its_photos(tmp_path: Path, store: LibraryStore) -> N
     report = scanner.scan([root])
     assert report.offline_roots == [str(root)] and report.removed == 0
     assert store.image_by_path(str(root / "a.jpg")) is not None
+    assert store.folders()[0].online is False
+    root.mkdir()  # the drive is back
+    (tmp_path / "elsewhere.jpg").rename(root / "a.jpg")
+    assert scanner.scan([root]).unchanged == 1
+    assert store.folders()[0].online is True
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads folders whatever their permissions")
