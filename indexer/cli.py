@@ -72,6 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("models", help="model presets and which are on this machine")
     s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("watch", help="keep the library up to date as folders change (foreground)")
+    s.add_argument("paths", nargs="*", type=Path, help="folders to add before watching")
+    s.add_argument("--once", action="store_true", help="catch up with changes, then exit")
+
+    s = sub.add_parser("folders", help="manage the library's folders")
+    fsub = s.add_subparsers(dest="folders_command", metavar="ACTION", required=True)
+    fa = fsub.add_parser("add", help="add a folder (indexed by the next `index` or `watch`)")
+    fa.add_argument("path", type=Path)
+    fr = fsub.add_parser("remove", help="forget a folder and its photos (files are not touched)")
+    fr.add_argument("path", type=Path)
+    fl = fsub.add_parser("list", help="folders with photo counts")
+    fl.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("doctor", help="check the library's consistency and repair it")
+    s.add_argument("--json", action="store_true")
     return p
 
 
@@ -296,7 +312,103 @@ def _setup_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.INFO)
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "similar": cmd_similar, "status": cmd_status}
+def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
+    """Run the library service in the foreground with a one-line live status."""
+    from indexer.service import ServiceStatus
+
+    for path in args.paths:
+        svc.library.add_folder(path)
+    if not svc.store.folders():
+        raise NotFoundError("The library has no folders yet: run `glimpse watch FOLDER`.", title="No folders")
+    tty = sys.stderr.isatty()
+    last_message: list[str | None] = [None]
+
+    def show(status: ServiceStatus) -> None:
+        if status.message and status.message != last_message[0]:
+            last_message[0] = status.message
+            print(("\n" if tty else "") + status.message, file=sys.stderr)
+        p = status.progress
+        line = f"{status.state}"
+        if p is not None and status.state == "indexing":
+            eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+            line += f": {p.done}/{p.total} photos, {p.rate:.1f}/s{eta}, {p.failed} failed"
+        line += f" | {status.applied_events} changes applied"
+        if tty:
+            print("\r" + line.ljust(78), end="", file=sys.stderr, flush=True)
+
+    svc.library.on_status = show
+    svc.library.start()
+    try:
+        while True:
+            if svc.library.wait_idle(timeout=1.0) and args.once:
+                break
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+    finally:
+        svc.library.stop()
+    counts = svc.store.status_counts()
+    print(f"{counts['indexed']} photos indexed, {counts['failed']} unreadable, {counts['pending']} pending.")
+    return EXIT_OK
+
+
+def cmd_folders(svc: Services, args: argparse.Namespace) -> int:
+    if args.folders_command == "add":
+        path = args.path.expanduser().resolve()
+        if not path.is_dir():
+            raise NotFoundError(f"{args.path} is not a folder.", title="Folder not found")
+        svc.store.add_folder(str(path))
+        print(f"Added {path}. Run `glimpse index` or `glimpse watch` to index it.")
+    elif args.folders_command == "remove":
+        path = str(args.path.expanduser().resolve())
+        svc.library.remove_folder(path)
+        print(f"Removed {path} from the library (the photos on disk are untouched).")
+    else:
+        counts = svc.store.folder_counts()
+        folders = svc.store.folders()
+        if args.json:
+            _print_json(
+                [
+                    {"path": f.path, "online": f.online, "enabled": f.enabled, "photos": counts.get(f.path, {})}
+                    for f in folders
+                ]
+            )
+        else:
+            for f in folders:
+                c = counts.get(f.path, {})
+                state = "" if f.online else "  [not available]"
+                print(
+                    f"{f.path}{state}: {c.get('indexed', 0)} indexed, {c.get('pending', 0)} pending, "
+                    f"{c.get('failed', 0)} unreadable"
+                )
+    return EXIT_OK
+
+
+def cmd_doctor(svc: Services, args: argparse.Namespace) -> int:
+    from indexer.doctor import run_doctor
+
+    report = run_doctor(svc.store, svc.paths.index_dir)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        for line in report.checks:
+            print(f"ok       {line}")
+        for line in report.repairs:
+            print(f"repaired {line}")
+        for line in report.problems:
+            print(f"PROBLEM  {line}")
+        print("The library is consistent." if report.healthy else "The library needs attention (see above).")
+    return EXIT_OK if report.healthy else EXIT_ERROR
+
+
+COMMANDS = {
+    "index": cmd_index,
+    "search": cmd_search,
+    "similar": cmd_similar,
+    "status": cmd_status,
+    "watch": cmd_watch,
+    "folders": cmd_folders,
+    "doctor": cmd_doctor,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

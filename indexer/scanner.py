@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from store.library import LibraryStore
-from store.records import ChangedFile, FileState, MovedFile, NewFile, ScanChanges
+from store.records import ChangedFile, FileState, FolderRecord, MovedFile, NewFile, ScanChanges
 from store.schema import ImageStatus
 
 log = logging.getLogger(__name__)
@@ -267,16 +267,33 @@ class Scanner:
             folder = self.store.add_folder(str(root))
             if not folder.online:
                 self.store.set_folder_online(str(root), True)
-            known = self.store.files_under(str(root))
-            unreadable: list[str] = []
-            for found in walk_photos(root, report.unreadable_dirs, unreadable):
-                session.see(found, known.pop(found.path, None), folder.id)
-                if on_found is not None and report.found % 500 == 0:
-                    on_found(report.found)
-            for row in known.values():  # known rows the walk did not find
-                if not any(_is_under(row.path, d) for d in unreadable):
-                    session.missing(row)
+            self._walk_into(session, root, folder.id, on_found)
         return session.apply()
+
+    def scan_tree(self, path: str) -> ScanReport:
+        """Reconcile one folder inside a root (e.g. moved in from outside, or just renamed)."""
+        report = ScanReport()
+        session = _Reconciler(self.store, report)
+        owner = next((f for f in self._folders_longest_first() if _is_under(path, f.path) or path == f.path), None)
+        if owner is not None and Path(path).is_dir():
+            self._walk_into(session, Path(path), owner.id, None)
+        return session.apply()
+
+    def _walk_into(
+        self, session: _Reconciler, tree: Path, folder_id: int, on_found: Callable[[int], None] | None
+    ) -> None:
+        known = self.store.files_under(str(tree))
+        unreadable: list[str] = []
+        for found in walk_photos(tree, session.report.unreadable_dirs, unreadable):
+            session.see(found, known.pop(found.path, None), folder_id)
+            if on_found is not None and session.report.found % 500 == 0:
+                on_found(session.report.found)
+        for row in known.values():  # known rows the walk did not find
+            if not any(_is_under(row.path, d) for d in unreadable):
+                session.missing(row)
+
+    def _folders_longest_first(self) -> list[FolderRecord]:
+        return sorted(self.store.folders(), key=lambda f: len(f.path), reverse=True)
 
     def scan_paths(self, paths: Iterable[str]) -> ScanReport:
         """Reconcile individual files, e.g. those the watcher saw change.
@@ -286,7 +303,7 @@ class Scanner:
         """
         report = ScanReport()
         session = _Reconciler(self.store, report)
-        folders = sorted((f for f in self.store.folders()), key=lambda f: len(f.path), reverse=True)
+        folders = self._folders_longest_first()
         wanted = sorted(set(paths))
         known = self.store.file_states(wanted)
         for path in wanted:

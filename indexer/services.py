@@ -18,6 +18,7 @@ from indexer.embedder import Embedder, OpenClipEmbedder
 from indexer.models import ModelSpec, resolve_model
 from indexer.pipeline import IndexingPipeline, PipelineConfig
 from indexer.search import SearchService
+from indexer.service import LibraryService
 from indexer.thumbnails import ThumbnailCache
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -71,8 +72,10 @@ class Services:
     thumbnails: ThumbnailCache
     pipeline: IndexingPipeline
     search: SearchService
+    library: LibraryService
 
     def close(self) -> None:
+        self.library.stop()
         self.store.close()
 
 
@@ -89,4 +92,5 @@ def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | Non
     thumbnails = ThumbnailCache(paths.thumbnails_dir)
     pipeline = IndexingPipeline(store, embedder, paths.index_dir, thumbnails, settings.pipeline_config())
     search = SearchService(store, embedder, pipeline.vectors)
-    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search)
+    library = LibraryService(store, pipeline)
+    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search, library)

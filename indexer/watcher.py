@@ -6,7 +6,8 @@ path, as Maestral's sync engine does:
 
 * create + modify + close of a file        -> one reconcile of that path
 * create + delete                          -> a reconcile that finds nothing to do
-* file moved                               -> a move (row keeps its id and vector)
+* file moved                               -> a reconcile of both paths, which recognises the
+                                              move by content (the row keeps its id and vector)
 * folder moved or renamed                  -> one tree move (every row under it, one transaction)
 * folder deleted                           -> every row under it removed
 * folder created (e.g. moved in from outside the watched tree, which inotify reports
@@ -79,7 +80,7 @@ def _relevant_file(path: str) -> bool:
 class TreeChange:
     """A structural change, applied in the order it happened."""
 
-    kind: str  # "move" | "dir_move" | "dir_delete" | "dir_scan"
+    kind: str  # "dir_move" | "dir_delete" | "dir_scan"
     path: str
     dest: str | None = None
 
@@ -121,13 +122,9 @@ class EventCoalescer:
                 elif kind == "created":
                     b.tree.append(TreeChange("dir_scan", src))
             elif kind == "moved" and dest:
-                src_ok, dest_ok = _relevant_file(src), _relevant_file(dest)
-                if src_ok and dest_ok:
-                    b.tree.append(TreeChange("move", src, dest))
-                elif dest_ok:  # a finished download renamed to its real name
-                    b.files.add(dest)
-                elif src_ok:  # a photo renamed to something that is not a photo
-                    b.files.add(src)
+                # Both ends are reconciled: a download renamed from ".part" to its real name
+                # is a new photo; a photo renamed within the library is a move by content.
+                b.files.update(p for p in (src, dest) if _relevant_file(p))
             elif kind in ("created", "modified", "closed", "deleted") and _relevant_file(src):
                 b.files.add(src)
             self._last = self._clock()
@@ -153,6 +150,14 @@ class EventCoalescer:
                 if self._batch.events:
                     wait = min(wait, self.quiet - (now - self._last))
                 self._cond.wait(max(wait, 0.01))
+
+    def push_scan(self, folder: str) -> None:
+        """Ask for a scan of ``folder`` (a newly added root) through the same queue."""
+        with self._cond:
+            self._batch.tree.append(TreeChange("dir_scan", folder))
+            self._batch.events += 1
+            self._last = self._clock() - self.quiet  # no reason to wait for quiet
+            self._cond.notify_all()
 
     def requeue(self, files: set[str]) -> None:
         """Put back files that were still being written; they are looked at after the next quiet period."""

@@ -1,0 +1,124 @@
+"""``glimpse doctor``: check the library's consistency, repair what can be repaired, say what was done.
+
+Checks, in order: SQLite's own integrity check; every photo row against the disk
+(files gone from reachable folders are removed, changed files go back to pending);
+embeddings without a photo; each model's vector index against the database (by
+generation and by the exact set of ids), rebuilt when they differ; leftover
+temporary files from interrupted saves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import text
+
+from indexer.scanner import Scanner
+from store.library import LibraryStore
+from store.vectors import VectorIndex, index_path, rebuild_vector_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DoctorReport:
+    checks: list[str] = field(default_factory=list)  # what was looked at and found fine
+    repairs: list[str] = field(default_factory=list)  # what was wrong and has been fixed
+    problems: list[str] = field(default_factory=list)  # what is wrong and needs a person
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, object]:
+        return {"healthy": self.healthy, "checks": self.checks, "repairs": self.repairs, "problems": self.problems}
+
+
+def run_doctor(store: LibraryStore, index_dir: Path) -> DoctorReport:
+    report = DoctorReport()
+    with store.engine.connect() as conn:
+        result = [r[0] for r in conn.execute(text("PRAGMA integrity_check")).all()]
+    if result == ["ok"]:
+        report.checks.append("database integrity: ok")
+    else:
+        report.problems.append(
+            "SQLite reports damage: " + "; ".join(result[:5]) + ". Move the library file aside and re-index."
+        )
+        return report
+
+    _check_files(store, report)
+    _check_orphans(store, report)
+    for model in store.models():
+        assert model.id is not None
+        _check_index(store, model.id, model.dim, model.key, index_dir, report)
+    leftovers = list(index_dir.glob("*.tmp")) if index_dir.exists() else []
+    for tmp in leftovers:
+        tmp.unlink(missing_ok=True)
+    if leftovers:
+        report.repairs.append(f"removed {len(leftovers)} temporary file(s) left by an interrupted save")
+    return report
+
+
+def _check_files(store: LibraryStore, report: DoctorReport) -> None:
+    """Rows against the disk, through the scanner, so a photo that moved is recognised as a move."""
+    online = [Path(f.path) for f in store.folders() if f.enabled and Path(f.path).is_dir()]
+    offline = [f.path for f in store.folders() if f.enabled and not Path(f.path).is_dir()]
+    scan = Scanner(store).scan(online)
+    if offline:
+        report.checks.append("not checked (folder unavailable, photos kept): " + ", ".join(offline))
+    fixed = []
+    if scan.removed:
+        fixed.append(f"removed {scan.removed} photo(s) whose files are gone")
+    if scan.moved:
+        fixed.append(f"recorded {scan.moved} moved photo(s) (vectors kept)")
+    if scan.changed or scan.new:
+        fixed.append(f"queued {scan.changed + scan.new} new or changed photo(s) for indexing")
+    report.repairs += fixed
+    report.checks.append(f"photos on disk: {scan.found} found in {len(online)} folder(s)")
+
+
+def _check_orphans(store: LibraryStore, report: DoctorReport) -> None:
+    with store.engine.begin() as conn:
+        orphans = conn.execute(text("DELETE FROM embeddings WHERE image_id NOT IN (SELECT id FROM images)")).rowcount
+        lost = conn.execute(
+            text(
+                "UPDATE images SET status='pending' WHERE status='indexed' "
+                "AND id NOT IN (SELECT image_id FROM embeddings)"
+            )
+        ).rowcount
+    if orphans:
+        report.repairs.append(f"deleted {orphans} vector(s) of photos no longer in the library")
+    if lost:
+        report.repairs.append(f"queued {lost} photo(s) marked indexed but without a vector")
+    if not orphans and not lost:
+        report.checks.append("vectors and photos match")
+
+
+def _check_index(store: LibraryStore, model_id: int, dim: int, key: str, index_dir: Path, report: DoctorReport) -> None:
+    path = index_path(index_dir, model_id)
+    state = store.index_state(model_id)
+    expected = {int(i) for ids, _ in store.iter_embeddings(model_id, dim) for i in ids}
+    reason = None
+    if not path.exists():
+        reason = "the index file is missing"
+    else:
+        try:
+            index = VectorIndex.load(path, dim)
+        except Exception as exc:
+            reason = f"the index file is unreadable ({exc})"
+        else:
+            actual = {int(i) for i in index.ids()}
+            if actual != expected:
+                reason = (
+                    f"the index holds {len(actual)} vectors, the library {len(expected)} "
+                    f"({len(actual - expected)} extra, {len(expected - actual)} missing)"
+                )
+            elif not state.clean or index.generation != state.generation:
+                reason = "the index file is not the generation the library recorded"
+    if reason is None:
+        report.checks.append(f"vector index for {key}: ok ({len(expected)} vectors)")
+        return
+    rebuild_vector_index(store, model_id, dim, index_dir)
+    report.repairs.append(f"rebuilt the vector index for {key} from the library: {reason}")
