@@ -207,7 +207,7 @@ class LibraryService:
         if files:
             self._after_scan(self.pipeline.scanner.scan_paths(sorted(files)))
         self._applied += batch.events
-        self._publish(applied_events=self._applied, queued_events=self.events.pending)
+        self._publish(applied_events=self._applied)
         self._index()
 
     def _apply_tree(self, change: TreeChange) -> list[int]:

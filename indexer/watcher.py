@@ -215,7 +215,9 @@ class FolderWatcher:
         sink: Callable[[FileSystemEvent], None],
         polling_interval: float = 5.0,
         native_factory: Callable[[], BaseObserver] = Observer,
+        filesystem_of: Callable[[str], str | None] = filesystem_type,
     ) -> None:
+        self._filesystem_of = filesystem_of
         self._handler = _Handler(sink)
         self._native_factory = native_factory
         self._polling_interval = polling_interval
@@ -228,7 +230,7 @@ class FolderWatcher:
         with self._lock:
             if root in self._watches:
                 return self._watches[root][2]
-            fstype = filesystem_type(root)
+            fstype = self._filesystem_of(root)
             if fstype in NETWORK_FILESYSTEMS:
                 return self._poll(
                     root,
