@@ -322,6 +322,7 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
         raise NotFoundError("The library has no folders yet: run `glimpse watch FOLDER`.", title="No folders")
     tty = sys.stderr.isatty()
     last_message: list[str | None] = [None]
+    last_state: list[str | None] = [None]
 
     def show(status: ServiceStatus) -> None:
         if status.message and status.message != last_message[0]:
@@ -335,6 +336,9 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
         line += f" | {status.applied_events} changes applied"
         if tty:
             print("\r" + line.ljust(78), end="", file=sys.stderr, flush=True)
+        elif status.state != last_state[0]:  # logs and pipes get one line per state change
+            last_state[0] = status.state
+            print(status.state, file=sys.stderr, flush=True)
 
     svc.library.on_status = show
     svc.library.start()
