@@ -23,15 +23,12 @@ import logging
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexer.decode import decode_photo
 from indexer.embedder import OpenClipEmbedder

@@ -15,15 +15,11 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from index_bench import random_weights  # bench/ is on sys.path when run as a script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.index_bench import random_weights
 from indexer.embedder import OpenClipEmbedder
 from indexer.models import resolve_model
 from store.vectors import VectorIndex
