@@ -22,7 +22,7 @@ import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -233,16 +233,25 @@ class IndexingPipeline:
         return report
 
     def index_pending(
-        self, under: Sequence[str] | None = None, control: Control | None = None, report: IndexReport | None = None
+        self,
+        under: Sequence[str] | None = None,
+        control: Control | None = None,
+        report: IndexReport | None = None,
+        background: bool = False,
     ) -> Generator[Progress, None, IndexReport]:
-        """Embed every photo under ``under`` (everything if None) that has no vector yet."""
+        """Embed every photo under ``under`` (everything if None) that has no vector yet.
+
+        ``background`` lowers the decode workers' priority, so a library that indexes
+        itself while the user works keeps the machine responsive.
+        """
         control = control or Control()
         report = report if report is not None else IndexReport()
         started = time.monotonic()
         vectors = self.vectors()
         pending = self.store.pending_images(vectors.model_id, under or None)
         try:
-            yield from self._embed_all(pending, vectors, control, report)
+            config = replace(self.config, nice=max(self.config.nice, 10)) if background else self.config
+            yield from self._embed_all(pending, vectors, control, report, config)
         finally:
             vectors.save()
         report.seconds += time.monotonic() - started
@@ -250,11 +259,15 @@ class IndexingPipeline:
         return report
 
     def _embed_all(
-        self, pending: list[tuple[int, str]], vectors: ModelVectors, control: Control, report: IndexReport
+        self,
+        pending: list[tuple[int, str]],
+        vectors: ModelVectors,
+        control: Control,
+        report: IndexReport,
+        cfg: PipelineConfig,
     ) -> Generator[Progress, None, None]:
         if not pending:
             return
-        cfg = self.config
         keys = self._thumb_keys([i for i, _ in pending])
         jobs = [DecodeJob(i, p, keys.get(i)) for i, p in pending]
         total = len(jobs)

@@ -188,7 +188,7 @@ class LibraryService:
             self._publish(message="Not available (kept, not deleted): " + ", ".join(report.offline_roots))
 
     def _index(self) -> None:
-        for progress in self.pipeline.index_pending(None, self._control):
+        for progress in self.pipeline.index_pending(None, self._control, background=True):
             if progress.phase == "indexing":
                 self._publish(state="indexing", progress=progress)
             if self._stop.is_set():

@@ -187,3 +187,31 @@ def test_sigkill_mid_run_then_resume_indexes_everything_exactly_once(tmp_path: P
     assert status["models"][0]["vectors"] == total and status["models"][0]["index"] == "ok"
     hits = json.loads(run(["search", "a red circle", "--json", "-k", "3"], env).stdout)
     assert len({h["id"] for h in hits}) == 3
+
+
+def test_folders_and_doctor(tmp_path: Path, env: dict[str, str]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_photo(a / "one.jpg", RED_CIRCLE, seed=1)
+    write_photo(b / "two.jpg", BLUE_STAR, seed=2)
+    assert run(["folders", "add", str(a)], env).returncode == 0
+    assert run(["index", str(b)], env).returncode == 0
+    assert run(["watch", "--once"], env).returncode == 0  # indexes the added folder
+    listed = {f["path"]: f for f in json.loads(run(["folders", "list", "--json"], env).stdout)}
+    assert listed[str(a)]["photos"]["indexed"] == 1 and listed[str(b)]["online"]
+
+    healthy = json.loads(run(["doctor", "--json"], env).stdout)
+    assert healthy["healthy"] and healthy["repairs"] == []
+    # Damage the library the ways a crash or a person can: the index file goes, a photo is deleted.
+    for index_file in (Path(env["GLIMPSE_HOME"]) / "vectors").glob("*.faiss"):
+        index_file.unlink()
+    (b / "two.jpg").unlink()
+    repaired = run(["doctor"], env)
+    assert repaired.returncode == 0, repaired.stdout
+    assert "removed 1 photo(s) whose files are gone" in repaired.stdout
+    assert "rebuilt the vector index" in repaired.stdout and "index file is missing" in repaired.stdout
+    assert json.loads(run(["doctor", "--json"], env).stdout)["repairs"] == []
+
+    assert run(["folders", "remove", str(a)], env).returncode == 0
+    assert [f["path"] for f in json.loads(run(["folders", "list", "--json"], env).stdout)] == [str(b)]
+    assert a.joinpath("one.jpg").exists(), "removing a folder never touches the files"
+    assert json.loads(run(["search", "a red circle", "--json"], env).stdout) == []
