@@ -96,6 +96,19 @@ def _path_under(folders: Sequence[str]) -> ColumnElement[bool]:
     return or_(*(and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)))
 
 
+def _update_images(conn: Connection, rows: list[dict[str, Any]], **same: Any) -> None:
+    """One executemany UPDATE of ``images`` by id: per-row values from ``rows``, shared ones in ``same``."""
+    if not rows:
+        return
+    per_row = [k for k in rows[0] if k != "id"]
+    stmt = (
+        update(_images)
+        .where(_images.c.id == bindparam("b_id"))
+        .values(**{k: bindparam(f"b_{k}") for k in per_row}, **same)
+    )
+    conn.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+
+
 def _folder(row: Any) -> FolderRecord:
     m = row._mapping
     return FolderRecord(m["id"], m["path"], m["added_at"], m["enabled"], bool(m["online"]))
@@ -239,46 +252,25 @@ class LibraryStore:
         with self.engine.begin() as conn:
             if changes.removed:
                 self._delete_images(conn, changes.removed)
-            if changes.moved:
-                conn.execute(
-                    update(_images)
-                    .where(_images.c.id == bindparam("b_id"))
-                    .values(
-                        path=bindparam("b_path"),
-                        folder_id=bindparam("b_folder"),
-                        size=bindparam("b_size"),
-                        mtime_ns=bindparam("b_mtime"),
-                    ),
-                    [
-                        {
-                            "b_id": m.id,
-                            "b_path": m.new_path,
-                            "b_folder": m.folder_id,
-                            "b_size": m.size,
-                            "b_mtime": m.mtime_ns,
-                        }
-                        for m in changes.moved
-                    ],
-                )
+            _update_images(
+                conn,
+                [
+                    {"id": m.id, "path": m.new_path, "folder_id": m.folder_id, "size": m.size, "mtime_ns": m.mtime_ns}
+                    for m in changes.moved
+                ],
+            )
             if changes.changed:
-                ids = [c.id for c in changes.changed]
-                for chunk in _chunks(ids):
+                for chunk in _chunks([c.id for c in changes.changed]):
                     conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
                 self._mark_indexes_dirty(conn)
-                conn.execute(
-                    update(_images)
-                    .where(_images.c.id == bindparam("b_id"))
-                    .values(
-                        size=bindparam("b_size"),
-                        mtime_ns=bindparam("b_mtime"),
-                        content_hash=bindparam("b_hash"),
-                        status=ImageStatus.PENDING,
-                        error=None,
-                    ),
+                _update_images(
+                    conn,
                     [
-                        {"b_id": c.id, "b_size": c.size, "b_mtime": c.mtime_ns, "b_hash": c.content_hash}
+                        {"id": c.id, "size": c.size, "mtime_ns": c.mtime_ns, "content_hash": c.content_hash}
                         for c in changes.changed
                     ],
+                    status=ImageStatus.PENDING,
+                    error=None,
                 )
             if changes.new:
                 conn.execute(
@@ -374,43 +366,32 @@ class LibraryStore:
                     insert(_emb).prefix_with("OR REPLACE"),
                     [{"model_id": model_id, "image_id": d.image_id, "vector": d.vector} for d in done],
                 )
-                conn.execute(
-                    update(_images)
-                    .where(_images.c.id == bindparam("b_id"))
-                    .values(
-                        status=ImageStatus.INDEXED,
-                        error=None,
-                        width=bindparam("b_w"),
-                        height=bindparam("b_h"),
-                        taken_at=bindparam("b_taken"),
-                        camera_make=bindparam("b_make"),
-                        camera_model=bindparam("b_model"),
-                        orientation=bindparam("b_orient"),
-                        thumbnail_key=bindparam("b_thumb"),
-                        indexed_at=now,
-                    ),
+                _update_images(
+                    conn,
                     [
                         {
-                            "b_id": d.image_id,
-                            "b_w": d.width,
-                            "b_h": d.height,
-                            "b_taken": d.taken_at,
-                            "b_make": d.camera_make,
-                            "b_model": d.camera_model,
-                            "b_orient": d.orientation,
-                            "b_thumb": d.thumbnail_key,
+                            "id": d.image_id,
+                            "width": d.width,
+                            "height": d.height,
+                            "taken_at": d.taken_at,
+                            "camera_make": d.camera_make,
+                            "camera_model": d.camera_model,
+                            "orientation": d.orientation,
+                            "thumbnail_key": d.thumbnail_key,
                         }
                         for d in done
                     ],
+                    status=ImageStatus.INDEXED,
+                    error=None,
+                    indexed_at=now,
                 )
                 self._mark_indexes_dirty(conn, model_id)
-            if failed:
-                conn.execute(
-                    update(_images)
-                    .where(_images.c.id == bindparam("b_id"))
-                    .values(status=ImageStatus.FAILED, error=bindparam("b_err"), indexed_at=now),
-                    [{"b_id": f.image_id, "b_err": f.error} for f in failed],
-                )
+            _update_images(
+                conn,
+                [{"id": f.image_id, "error": f.error} for f in failed],
+                status=ImageStatus.FAILED,
+                indexed_at=now,
+            )
 
     # ---- vectors -------------------------------------------------------------------------
 
