@@ -268,7 +268,7 @@ class OpenClipEmbedder:
             return np.empty((0, self.dim), np.float32)
         self.image_calls += 1
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+            x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).to(self.device)
             x = x.permute(0, 3, 1, 2).float().div_(255.0).sub_(self._mean).div_(self._std)
             x = x.to(next(self._model.parameters()).dtype)
             feats = self._model.encode_image(x)

@@ -34,6 +34,8 @@ class SearchResult:
     width: int | None = None
     height: int | None = None
     taken_at: datetime | None = None
+    thumbnail_key: str | None = None
+    camera: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -84,7 +86,10 @@ class SearchService:
             rec = records.get(image_id)
             if rec is None:  # deleted between the vector search and this lookup
                 continue
-            results.append(SearchResult(image_id, rec.path, score, rec.width, rec.height, rec.taken_at))
+            camera = " ".join(p for p in (rec.camera_make, rec.camera_model) if p) or None
+            results.append(
+                SearchResult(image_id, rec.path, score, rec.width, rec.height, rec.taken_at, rec.thumbnail_key, camera)
+            )
         return results
 
     def query_vector(self, query: Query, vectors: ModelVectors) -> tuple[np.ndarray, set[int]]:

@@ -1,0 +1,32 @@
+"""The ``glimpse`` command: the desktop app without arguments (or with ``gui``), the CLI otherwise.
+
+It lives in ``desktop`` because only this package may know about Qt; the CLI in
+``indexer`` never imports it, so the engine runs where Qt is not installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] == "gui":
+        try:
+            from desktop.app import run_app
+        except ImportError as exc:
+            print(
+                f"glimpse: the desktop app needs Qt ({exc}). Install it with: pip install 'glimpse[gui]'\n"
+                "The command line works without it: glimpse --help",
+                file=sys.stderr,
+            )
+            return 2
+        return run_app(args[1:])
+    from indexer.cli import main as cli_main
+
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""The main window: search field, results grid, library panel, status bar.
+
+The window shows at once; the model loads on the model thread and the search field
+says so until it is ready. Nothing here calls the model, FAISS or SQL on the GUI
+thread: searches run on the model runner (one thread, latest wins), library queries
+and file operations on the I/O runner, and the library service on its own thread,
+whose status arrives through a queued signal.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QMimeData, QModelIndex, QObject, QPoint, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop.images import PREVIEW_MAX, load_image
+from desktop.results import ResultRole, ResultsModel, ThumbnailProvider
+from desktop.viewer import Viewer
+from desktop.workers import TaskRunner
+from indexer.errors import GlimpseError
+from indexer.scanner import is_photo
+from indexer.search import SearchResult
+from indexer.service import ServiceStatus
+from indexer.services import Services
+
+log = logging.getLogger(__name__)
+
+SEARCH_DELAY_MS = 300
+RESULTS = 500
+
+
+class _StatusBridge(QObject):
+    """Carries the library service's status from its thread to the GUI thread."""
+
+    status = Signal(object)
+
+
+class MainWindow(QMainWindow):
+    model_ready = Signal()
+    results_shown = Signal(list)  # list[SearchResult], after the grid was updated
+    library_changed = Signal()  # folder list refreshed
+
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+        self.setWindowTitle("Glimpse")
+        self.resize(1200, 800)
+        self.setAcceptDrops(True)
+        self.model_runner = TaskRunner(1, self)  # the only thread that calls the model
+        self.io_runner = TaskRunner(2, self)
+        self.thumbnails = ThumbnailProvider(services.thumbnails, parent=self)
+        self.results = ResultsModel(self.thumbnails, self)
+        self._ready = False
+        self._query = ""
+        self._viewer: Viewer | None = None
+        self._bridge = _StatusBridge(self)
+        self._bridge.status.connect(self._on_status)
+        self._build()
+        self._debounce = QTimer(self, singleShot=True, interval=SEARCH_DELAY_MS)
+        self._debounce.timeout.connect(self.run_search)
+
+    # ---- layout ------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.search_field = QLineEdit(placeholderText="Loading the model…", clearButtonEnabled=True)
+        self.search_field.textEdited.connect(lambda _t: self._debounce.start())
+        self.search_field.returnPressed.connect(self.run_search)
+        self.sort = QComboBox()
+        self.sort.addItems(["Relevance", "Date"])
+        self.sort.currentTextChanged.connect(lambda t: self.results.sort_by(t.lower()))
+        self.zoom = QSlider(Qt.Orientation.Horizontal)
+        self.zoom.setRange(64, 256)
+        self.zoom.setValue(160)
+        self.zoom.setFixedWidth(120)
+        self.zoom.setToolTip("Thumbnail size")
+        self.zoom.valueChanged.connect(self._set_zoom)
+        top = QHBoxLayout()
+        top.addWidget(self.search_field, 1)
+        top.addWidget(self.sort)
+        top.addWidget(self.zoom)
+
+        self.grid = QListView()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setLayoutMode(QListView.LayoutMode.Batched)
+        self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.grid.setSpacing(6)
+        self.grid.setModel(self.results)
+        self.grid.doubleClicked.connect(lambda idx: self.open_viewer(idx.row()))
+        self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.grid.customContextMenuRequested.connect(self._context_menu)
+        self._set_zoom(self.zoom.value())
+        self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
+        self.message.setWordWrap(True)
+        self.message.hide()
+
+        results_page = QWidget()
+        layout = QVBoxLayout(results_page)
+        layout.addLayout(top)
+        layout.addWidget(self.message)
+        layout.addWidget(self.grid, 1)
+
+        welcome = QWidget()
+        wl = QVBoxLayout(welcome)
+        wl.addStretch(1)
+        title = QLabel(
+            "<h2>Welcome to Glimpse</h2><p>Add a folder of photos, or drop one onto this window.<br>"
+            "Glimpse indexes it on this computer; nothing leaves it.</p>",
+            alignment=Qt.AlignmentFlag.AlignCenter,
+        )
+        add = QPushButton("Add folder…")
+        add.clicked.connect(self.choose_folder)
+        wl.addWidget(title)
+        wl.addWidget(add, 0, Qt.AlignmentFlag.AlignHCenter)
+        wl.addStretch(2)
+
+        self.pages = QStackedWidget()
+        self.pages.addWidget(welcome)
+        self.pages.addWidget(results_page)
+        self.setCentralWidget(self.pages)
+
+        self.folder_list = QListWidget()
+        add_btn = QPushButton("Add…")
+        add_btn.clicked.connect(self.choose_folder)
+        remove_btn = QPushButton("Remove")
+        remove_btn.clicked.connect(self._remove_selected_folder)
+        self.pause_btn = QPushButton("Pause")
+        self.pause_btn.setCheckable(True)
+        self.pause_btn.toggled.connect(self._toggle_pause)
+        buttons = QHBoxLayout()
+        for b in (add_btn, remove_btn, self.pause_btn):
+            buttons.addWidget(b)
+        panel = QWidget()
+        pl = QVBoxLayout(panel)
+        pl.addWidget(self.folder_list, 1)
+        pl.addLayout(buttons)
+        dock = QDockWidget("Library", self)
+        dock.setObjectName("library")
+        dock.setWidget(panel)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+
+        self.state_label = QLabel("Starting…")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.hide()
+        self.failures_btn = QPushButton(flat=True)
+        self.failures_btn.clicked.connect(self.show_failures)
+        self.failures_btn.hide()
+        self.statusBar().addWidget(self.state_label, 1)
+        self.statusBar().addPermanentWidget(self.failures_btn)
+        self.statusBar().addPermanentWidget(self.progress)
+
+        for text, keys, slot in (
+            ("Search", QKeySequence.StandardKey.Find, self._focus_search),
+            ("Add folder…", QKeySequence.StandardKey.Open, self.choose_folder),
+            ("Quit", QKeySequence.StandardKey.Quit, self.close),
+        ):
+            action = QAction(text, self)
+            action.setShortcut(keys)
+            action.triggered.connect(slot)
+            self.addAction(action)
+
+    def _focus_search(self) -> None:
+        self.pages.setCurrentIndex(1)
+        self.search_field.setFocus()
+        self.search_field.selectAll()
+
+    def _set_zoom(self, size: int) -> None:
+        self.grid.setIconSize(QSize(size, size))
+        self.grid.setGridSize(QSize(size + 16, size + 34))  # room for the file name under the picture
+
+    # ---- start-up ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the model and start the library service, both off the GUI thread."""
+        self.services.library.on_status = self._bridge.status.emit
+        self.model_runner.submit(
+            self._load_engine, on_result=lambda _r: self._engine_ready(), on_error=self._engine_failed
+        )
+        self.refresh_folders()
+
+    def _load_engine(self) -> None:
+        self.services.pipeline.vectors()  # loads the model and opens the vector index
+
+    def _engine_ready(self) -> None:
+        self._ready = True
+        self.search_field.setPlaceholderText('Search your photos: dog on a beach, "beach" - "people", ...')
+        self.services.library.start()
+        self.model_ready.emit()
+        if self.search_field.text().strip():
+            self.run_search()
+
+    def _engine_failed(self, exc: BaseException) -> None:
+        self.search_field.setPlaceholderText("Search is unavailable")
+        self.show_error(exc)
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def run_search(self, text: str | None = None) -> None:
+        self._debounce.stop()
+        query = (text if text is not None else self.search_field.text()).strip()
+        if text is not None:
+            self.search_field.setText(text)
+        self._query = query
+        if not query or not self._ready:
+            return
+        self.pages.setCurrentIndex(1)
+        search = self.services.search
+        self.model_runner.submit(
+            lambda: search.search(query, k=RESULTS),
+            on_result=self._show_results,
+            on_error=self._search_failed,
+            latest_key="search",
+        )
+
+    def search_similar(self, target: SearchResult | str) -> None:
+        self.pages.setCurrentIndex(1)
+        search = self.services.search
+        image: int | str = target.image_id if isinstance(target, SearchResult) else target
+        label = Path(target.path if isinstance(target, SearchResult) else target).name
+        self.search_field.setText(f"#{image}" if isinstance(image, int) else str(image))
+        self.model_runner.submit(
+            lambda: search.similar(image, k=RESULTS),
+            on_result=self._show_results,
+            on_error=self._search_failed,
+            latest_key="search",
+        )
+        self.state_label.setText(f"Photos like {label}")
+
+    def _show_results(self, results: list[SearchResult]) -> None:
+        self.message.hide()
+        self.results.set_results(results)
+        if self.sort.currentText() == "Date":
+            self.results.sort_by("date")
+        if not results:
+            self._show_message("No photos match yet. If indexing is still running, results will grow.")
+        self.results_shown.emit(results)
+
+    def _search_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, GlimpseError):
+            self._show_message(f"{exc.title}: {exc.message}")
+        else:
+            self.show_error(exc)
+
+    def _show_message(self, text: str) -> None:
+        self.message.setText(text)
+        self.message.show()
+
+    # ---- viewer and actions ------------------------------------------------------------------
+
+    def open_viewer(self, row: int) -> None:
+        results = [self.results.result(i) for i in range(self.results.rowCount())]
+        if not results:
+            return
+        self._viewer = Viewer(results, row, self.io_runner, self.open_file, self)
+        self._viewer.find_similar.connect(self._similar_from_viewer)
+        self._viewer.show()
+
+    def _similar_from_viewer(self, result: SearchResult) -> None:
+        if self._viewer is not None:
+            self._viewer.close()
+        self.search_similar(result)
+
+    @staticmethod
+    def open_file(path: str) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+
+    def _context_menu(self, pos: QPoint) -> None:
+        index = self.grid.indexAt(pos)
+        if not index.isValid():
+            return
+        result: SearchResult = index.data(ResultRole)
+        menu = QMenu(self)
+        menu.addAction("View", lambda: self.open_viewer(index.row()))
+        menu.addAction("Open", lambda: self.open_file(result.path))
+        menu.addAction("Open folder", lambda: self.open_file(str(Path(result.path).parent)))
+        menu.addAction("Copy path", lambda: QGuiApplication.clipboard().setText(self._selected_paths(index)))
+        menu.addAction("Copy image", lambda: self._copy_image(result.path))
+        menu.addAction("Find similar", lambda: self.search_similar(result))
+        menu.exec(self.grid.viewport().mapToGlobal(pos))
+
+    def _selected_paths(self, fallback: QModelIndex) -> str:
+        rows = sorted({i.row() for i in self.grid.selectedIndexes()}) or [fallback.row()]
+        return "\n".join(self.results.result(r).path for r in rows)
+
+    def _copy_image(self, path: str) -> None:
+        self.io_runner.submit(
+            partial(load_image, path, PREVIEW_MAX), on_result=lambda img: QGuiApplication.clipboard().setImage(img)
+        )
+
+    # ---- library ------------------------------------------------------------------------------
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of photos")
+        if folder:
+            self.add_folder(folder)
+
+    def add_folder(self, folder: str) -> None:
+        try:
+            self.services.library.add_folder(folder)
+        except GlimpseError as exc:
+            self.show_error(exc)
+            return
+        self.pages.setCurrentIndex(1)
+        self.refresh_folders()
+
+    def remove_folder(self, folder: str) -> None:
+        self.io_runner.submit(
+            lambda: self.services.library.remove_folder(folder),
+            on_result=self._folder_removed,
+            on_error=self.show_error,
+        )
+
+    def _folder_removed(self, _result: object) -> None:
+        self.refresh_folders()
+        self.run_search()
+
+    def _remove_selected_folder(self) -> None:
+        item = self.folder_list.currentItem()
+        if item is not None:
+            self.remove_folder(item.data(Qt.ItemDataRole.UserRole))
+
+    def refresh_folders(self) -> None:
+        store = self.services.store
+
+        def read() -> tuple[list[Any], dict[str, dict[str, int]], int]:
+            return store.folders(), store.folder_counts(), store.status_counts()["failed"]
+
+        self.io_runner.submit(read, on_result=self._show_folders)
+
+    def _show_folders(self, data: tuple[list[Any], dict[str, dict[str, int]], int]) -> None:
+        folders, counts, failed = data
+        self.folder_list.clear()
+        for f in folders:
+            c = counts.get(f.path, {})
+            total = sum(c.values())
+            text = f"{Path(f.path).name or f.path}\n{c.get('indexed', 0)} of {total} indexed"
+            if not f.online:
+                text += " (not available)"
+            item = QListWidgetItem(text)
+            item.setToolTip(f.path)
+            item.setData(Qt.ItemDataRole.UserRole, f.path)
+            self.folder_list.addItem(item)
+        if folders and self.pages.currentIndex() == 0:
+            self.pages.setCurrentIndex(1)
+        self.failures_btn.setVisible(failed > 0)
+        self.failures_btn.setText(f"{failed} unreadable")
+        self.library_changed.emit()
+
+    def _toggle_pause(self, paused: bool) -> None:
+        if paused:
+            self.services.library.pause()
+        else:
+            self.services.library.resume()
+        self.pause_btn.setText("Resume" if paused else "Pause")
+
+    def _on_status(self, status: ServiceStatus) -> None:
+        p = status.progress
+        if status.state == "indexing" and p is not None and p.total:
+            eta = f", about {p.eta_s:.0f} s left" if p.eta_s is not None else ""
+            self.state_label.setText(f"Indexing {p.done} of {p.total} ({p.rate:.1f} photos/s{eta})")
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            self.progress.show()
+        else:
+            labels = {
+                "idle": "Up to date",
+                "scanning": "Looking for changes…",
+                "starting": "Starting…",
+                "paused": "Indexing paused",
+                "stopped": "Stopped",
+            }
+            self.state_label.setText(labels.get(status.state, status.state))
+            self.progress.hide()
+        if status.message:
+            self.statusBar().showMessage(status.message, 10000)
+        if status.state in ("idle", "paused") or (p is not None and p.done == p.total):
+            self.refresh_folders()
+
+    def show_failures(self) -> None:
+        store = self.services.store
+        self.io_runner.submit(lambda: store.failures(limit=500), on_result=self._show_failure_list)
+
+    def _show_failure_list(self, failures: list[Any]) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle("Photos Glimpse could not read")
+        box.setText(f"{len(failures)} photo(s) could not be read. They are retried when the file changes.")
+        box.setDetailedText("\n".join(f"{f.path}: {f.error}" for f in failures))
+        box.open()
+
+    def show_error(self, exc: BaseException) -> None:
+        title = getattr(exc, "title", "Something went wrong")
+        message = getattr(exc, "message", str(exc))
+        box = QMessageBox(QMessageBox.Icon.Warning, title, message, parent=self)
+        box.open()
+
+    # ---- drag and drop ---------------------------------------------------------------------------
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt's name
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt's name
+        self.handle_drop(event.mimeData())
+        event.acceptProposedAction()
+
+    def handle_drop(self, mime: QMimeData) -> None:
+        """Folders are added to the library; a photo searches by example."""
+        for url in mime.urls():
+            path = Path(url.toLocalFile())
+            if path.is_dir():
+                self.add_folder(str(path))
+            elif path.is_file() and is_photo(path.name):
+                self.search_similar(str(path))
+                break
+
+    # ---- shutdown ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the service and wait for every worker, so no thread outlives the window."""
+        self._debounce.stop()
+        self.services.library.stop()
+        for runner in (self.model_runner, self.io_runner, self.thumbnails.runner):
+            runner.wait()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,131 @@
+"""The results grid: a list model over search results, with thumbnails loaded off the GUI thread.
+
+Thumbnails come from the indexer's on-disk cache (written from the same decode as the
+vector); a photo without one yet is thumbnailed from the file, on a worker. Decoded
+thumbnails are kept in a bounded in-memory cache. The view asks only for visible rows,
+so 100k results cost 100k small records, not 100k images.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QPixmap
+
+from desktop.images import load_image
+from desktop.workers import TaskRunner
+from indexer.search import SearchResult
+from indexer.thumbnails import ThumbnailCache
+
+ResultRole = Qt.ItemDataRole.UserRole + 1
+Index = QModelIndex | QPersistentModelIndex
+
+
+def _load_thumbnail(cache: ThumbnailCache, key: str | None, path: str, size: int) -> QImage:
+    data = cache.get(key) if key else None
+    image = QImage()
+    if data is not None and image.loadFromData(data):
+        return image
+    # Not indexed yet (or the cache was cleared): thumbnail the file itself.
+    return load_image(path, size)
+
+
+class ThumbnailProvider(QObject):
+    """Loads thumbnails on a worker pool; ``ready`` fires on the GUI thread."""
+
+    ready = Signal(str)
+
+    def __init__(
+        self, cache: ThumbnailCache, size: int = 256, capacity: int = 2000, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.cache = cache
+        self.size = size
+        self.capacity = capacity
+        self.runner = TaskRunner(2, self)
+        self._images: OrderedDict[str, QPixmap] = OrderedDict()
+        self._loading: set[str] = set()
+        self.placeholder = QPixmap(size, size)
+        self.placeholder.fill(QColor(128, 128, 128, 40))
+
+    def get(self, result: SearchResult) -> QPixmap | None:
+        key = result.path
+        pix = self._images.get(key)
+        if pix is not None:
+            self._images.move_to_end(key)
+            return pix
+        if key not in self._loading:
+            self._loading.add(key)
+            self.runner.submit(
+                partial(_load_thumbnail, self.cache, result.thumbnail_key, result.path, self.size),
+                on_result=partial(self._store, key),
+                on_error=partial(self._failed, key),
+            )
+        return None
+
+    def _failed(self, key: str, _exc: BaseException) -> None:
+        self._loading.discard(key)
+
+    def _store(self, key: str, image: QImage) -> None:
+        self._loading.discard(key)
+        self._images[key] = QPixmap.fromImage(image)
+        while len(self._images) > self.capacity:
+            self._images.popitem(last=False)
+        self.ready.emit(key)
+
+
+class ResultsModel(QAbstractListModel):
+    def __init__(self, thumbnails: ThumbnailProvider, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._results: list[SearchResult] = []
+        self._rows: dict[str, int] = {}
+        self.thumbnails = thumbnails
+        thumbnails.ready.connect(self._thumbnail_ready)
+
+    def set_results(self, results: list[SearchResult]) -> None:
+        self.beginResetModel()
+        self._results = list(results)
+        self._rows = {r.path: i for i, r in enumerate(self._results)}
+        self.endResetModel()
+
+    def sort_by(self, key: str) -> None:
+        """ "relevance" (score) or "date" (taken, newest first; undated last)."""
+        if key == "date":
+            ordered = sorted(
+                self._results, key=lambda r: (r.taken_at is None, -(r.taken_at.timestamp() if r.taken_at else 0))
+            )
+        else:
+            ordered = sorted(self._results, key=lambda r: -r.score)
+        self.set_results(ordered)
+
+    def result(self, row: int) -> SearchResult:
+        return self._results[row]
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008, N802 - Qt's names
+        return 0 if parent.isValid() else len(self._results)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        r = self._results[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return Path(r.path).name
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self.thumbnails.get(r) or self.thumbnails.placeholder
+        if role == Qt.ItemDataRole.ToolTipRole:
+            size = f"{r.width}×{r.height}" if r.width else ""
+            date = r.taken_at.strftime("%Y-%m-%d %H:%M") if r.taken_at else ""
+            return f"{r.path}\nscore {r.score:.3f}   {size}   {date}".rstrip()
+        if role == ResultRole:
+            return r
+        return None
+
+    def _thumbnail_ready(self, path: str) -> None:
+        row = self._rows.get(path)
+        if row is not None:
+            idx = self.index(row)
+            self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])

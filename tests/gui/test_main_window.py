@@ -1,0 +1,115 @@
+"""The real main window, offscreen: add a folder, index through the service, search, view, find similar."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, Qt, QUrl
+
+from desktop.main_window import MainWindow
+from indexer.services import Settings, build_services
+from indexer.toyworld.world import ShapeSpec, all_specs
+from store.paths import AppPaths
+from tests.photos import write_photo
+
+
+@pytest.fixture
+def window(qtbot, paths: AppPaths):  # type: ignore[no-untyped-def]
+    threads_before = set(threading.enumerate())
+    services = build_services(paths, Settings(model="toyworld", precision="fp32"))
+    win = MainWindow(services)
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.model_ready, timeout=60_000):
+        win.start()
+    yield win
+    win.shutdown()
+    services.close()
+    leftover = [t for t in threading.enumerate() if t not in threads_before and t.is_alive() and not t.daemon]
+    assert not leftover, f"threads left running: {leftover}"
+
+
+def _photos(root: Path) -> None:
+    for n, spec in enumerate(all_specs()):
+        write_photo(root / spec.shape / f"{spec.colour}-{spec.shape}.jpg", spec, seed=n)
+    write_photo(root / "extra" / "blue-star-2.jpg", ShapeSpec("star", "blue"), seed=77)
+
+
+def _wait_indexed(qtbot, win: MainWindow, count: int) -> None:  # type: ignore[no-untyped-def]
+    store = win.services.store
+    qtbot.waitUntil(
+        lambda: store.status_counts()["indexed"] == count and win.services.library.wait_idle(0.01), timeout=120_000
+    )
+
+
+def _search(qtbot, win: MainWindow, text: str) -> list:  # type: ignore[no-untyped-def]
+    win.search_field.clear()
+    with qtbot.waitSignal(win.results_shown, timeout=30_000) as blocker:
+        qtbot.keyClicks(win.search_field, text)
+        qtbot.keyClick(win.search_field, Qt.Key.Key_Return)
+    return blocker.args[0]
+
+
+def test_add_folder_search_view_similar_remove(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    win = window
+    assert win.pages.currentIndex() == 0, "first run shows the welcome view"
+    root = tmp_path / "Photos"
+    _photos(root)
+    win.add_folder(str(root))
+    _wait_indexed(qtbot, win, 37)
+    qtbot.waitUntil(
+        lambda: win.folder_list.count() == 1 and "37 of 37" in win.folder_list.item(0).text(), timeout=30_000
+    )
+
+    results = _search(qtbot, win, "a blue star")
+    assert [Path(r.path).name for r in results[:2]] == ["blue-star.jpg", "blue-star-2.jpg"] or {
+        Path(r.path).name for r in results[:2]
+    } == {"blue-star.jpg", "blue-star-2.jpg"}
+    assert win.results.rowCount() == len(results)
+    first = win.results.index(0)
+    assert "blue-star" in first.data(Qt.ItemDataRole.DisplayRole)
+    qtbot.waitUntil(lambda: first.data(Qt.ItemDataRole.DecorationRole).width() > 0, timeout=10_000)
+
+    # Open the viewer on the first result; arrows move, Esc closes.
+    win.open_viewer(0)
+    viewer = win._viewer
+    assert viewer is not None
+    qtbot.waitUntil(lambda: viewer.image.pixmap() is not None and not viewer.image.pixmap().isNull(), timeout=10_000)
+    assert "blue-star" in viewer.info.text()
+    qtbot.keyClick(viewer, Qt.Key.Key_Right)
+    assert viewer.current == 1
+    # Find similar from the viewer: the other blue star comes first.
+    with qtbot.waitSignal(win.results_shown, timeout=30_000) as blocker:
+        viewer.find_similar.emit(viewer.results[0])
+    similar = blocker.args[0]
+    assert Path(similar[0].path).name in ("blue-star-2.jpg", "blue-star.jpg")
+    assert all(r.path != viewer.results[0].path for r in similar)
+
+    # Remove the folder: the library empties and a search finds nothing.
+    with qtbot.waitSignal(win.library_changed, timeout=30_000):
+        win.remove_folder(str(root))
+    qtbot.waitUntil(lambda: win.folder_list.count() == 0, timeout=30_000)
+    assert _search(qtbot, win, "a red circle") == []
+
+
+def test_dropping_a_photo_searches_by_example(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    win = window
+    root = tmp_path / "Photos"
+    _photos(root)
+    win.add_folder(str(root))
+    _wait_indexed(qtbot, win, 37)
+    outside = write_photo(tmp_path / "query.png", ShapeSpec("heart", "green"), seed=999)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(outside))])
+    with qtbot.waitSignal(win.results_shown, timeout=30_000) as blocker:
+        win.handle_drop(mime)
+    assert Path(blocker.args[0][0].path).name == "green-heart.jpg"
+
+
+def test_query_errors_are_shown_not_raised(qtbot, window: MainWindow) -> None:
+    win = window
+    qtbot.keyClicks(win.search_field, '"unclosed')
+    qtbot.keyClick(win.search_field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: win.message.isVisible() and "quote" in win.message.text(), timeout=10_000)
