@@ -34,12 +34,13 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QStackedWidget,
+    QStyleOptionViewItem,
     QVBoxLayout,
     QWidget,
 )
 
 from desktop.images import PREVIEW_MAX, load_image
-from desktop.results import ResultRole, ResultsModel, ThumbnailProvider
+from desktop.results import ResultRole, ResultsModel, ThumbnailDelegate, ThumbnailProvider
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
@@ -111,7 +112,9 @@ class MainWindow(QMainWindow):
         self.grid.setUniformItemSizes(True)
         self.grid.setLayoutMode(QListView.LayoutMode.Batched)
         self.grid.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.grid.setSpacing(6)
+        self.grid.setSpacing(4)
+        self.delegate = ThumbnailDelegate(self.grid)
+        self.grid.setItemDelegate(self.delegate)
         self.grid.setModel(self.results)
         self.grid.doubleClicked.connect(lambda idx: self.open_viewer(idx.row()))
         self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -194,8 +197,9 @@ class MainWindow(QMainWindow):
         self.search_field.selectAll()
 
     def _set_zoom(self, size: int) -> None:
+        self.delegate.size = size
         self.grid.setIconSize(QSize(size, size))
-        self.grid.setGridSize(QSize(size + 16, size + 34))  # room for the file name under the picture
+        self.grid.setGridSize(self.delegate.sizeHint(QStyleOptionViewItem(), self.results.index(0)))
 
     # ---- start-up ----------------------------------------------------------------------------
 

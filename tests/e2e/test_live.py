@@ -46,6 +46,19 @@ def settle(service: LibraryService, timeout: float = 120) -> None:
     assert service.wait_idle(timeout), service.status
 
 
+def eventually_matches(store: LibraryStore, pipeline: IndexingPipeline, root: Path, timeout: float = 30) -> dict:
+    """The store equals the disk, allowing for events the kernel delivers late under load
+    (a folder moved out of the tree is reported only after inotify gives up pairing the move)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return assert_matches_disk(store, pipeline, root)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def assert_matches_disk(store: LibraryStore, pipeline: IndexingPipeline, root: Path) -> dict[str, int]:
     disk = {f.path for f in walk_photos(root)}
     rows = store.files_under(str(root))
@@ -74,7 +87,7 @@ def test_files_created_modified_deleted_and_moved(live) -> None:
     (root / "p3.jpg").rename(root / "new" / "sub" / "p3.jpg")
     (root / "download.jpg.part").write_bytes(b"half a photo")
     settle(service)
-    after = assert_matches_disk(store, pipeline, root)
+    after = eventually_matches(store, pipeline, root)
     assert after[str(root / "renamed.jpg")] == ids[str(root / "p2.jpg")], "a renamed photo keeps its id"
     assert after[str(root / "new" / "sub" / "p3.jpg")] == ids[str(root / "p3.jpg")]
     assert after[str(root / "p0.jpg")] == ids[str(root / "p0.jpg")]
@@ -83,7 +96,7 @@ def test_files_created_modified_deleted_and_moved(live) -> None:
     shutil.copy(root / "p4.jpg", root / "download.jpg.part")
     (root / "download.jpg.part").rename(root / "done.jpg")
     settle(service)
-    assert_matches_disk(store, pipeline, root)
+    eventually_matches(store, pipeline, root)
 
 
 def test_folder_of_500_photos_moved_keeps_every_vector(live) -> None:
@@ -97,13 +110,13 @@ def test_folder_of_500_photos_moved_keeps_every_vector(live) -> None:
     calls = embedder.image_calls
     album.rename(root / "Holidays 2024")
     settle(service)
-    after = assert_matches_disk(store, pipeline, root)
+    after = eventually_matches(store, pipeline, root)
     assert {Path(p).name: i for p, i in after.items()} == {Path(p).name: i for p, i in before.items()}
     assert embedder.image_calls == calls, "moving a folder must not re-embed anything"
     # And out of the library entirely: every row and vector goes.
     shutil.move(str(root / "Holidays 2024"), str(root.parent / "elsewhere"))
     settle(service)
-    assert assert_matches_disk(store, pipeline, root) == {}
+    assert eventually_matches(store, pipeline, root) == {}
 
 
 def test_burst_of_2000_events(live) -> None:
@@ -122,8 +135,8 @@ def test_burst_of_2000_events(live) -> None:
     (root / "d0").rename(root / "d0-renamed")
     (root / "d1").rename(root / "d0")  # a name reused at once
     settle(service)
+    assert len(eventually_matches(store, pipeline, root)) == 300
     assert service.status.applied_events >= 1000
-    assert len(assert_matches_disk(store, pipeline, root)) == 300
 
 
 def test_unplugged_root_is_offline_not_deleted(live, tmp_path: Path) -> None:

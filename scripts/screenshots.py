@@ -1,0 +1,74 @@
+"""Take the README's screenshots of the real app: run under a display (Xvfb on a server).
+
+    xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshots.py
+
+Indexes a generated toy-world library with the bundled model in a temporary home, searches
+it, and saves docs/main-window.png and docs/viewer.png grabbed from the screen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def main() -> int:
+    home = Path(tempfile.mkdtemp(prefix="glimpse-shots-"))
+    os.environ["GLIMPSE_HOME"] = str(home / "home")
+    from desktop.main_window import MainWindow
+    from indexer.services import Settings, build_services
+    from indexer.toyworld.world import write_sample_folder
+    from store.paths import AppPaths
+
+    photos = home / "Photos"
+    total = len(write_sample_folder(photos, per_spec=3, size=(480, 360)))
+    app = QApplication(sys.argv)
+    services = build_services(AppPaths.from_env(), Settings(model="toyworld"))
+    win = MainWindow(services)
+    win.resize(1360, 860)
+    win.move(20, 20)
+    win.show()
+    win.start()
+    win.add_folder(str(photos))
+    DOCS.mkdir(exist_ok=True)
+
+    def grab(name: str) -> None:
+        app.primaryScreen().grabWindow(0).save(str(DOCS / name))
+        print("saved", DOCS / name)
+
+    def wait_indexed() -> None:
+        if services.store.status_counts()["indexed"] < total or not services.library.wait_idle(0.01):
+            QTimer.singleShot(300, wait_indexed)
+            return
+        win.refresh_folders()
+        win.search_field.setText("a blue star")
+        win.run_search()
+        QTimer.singleShot(2500, shot_main)
+
+    def shot_main() -> None:
+        grab("main-window.png")
+        win.open_viewer(0)
+        if win._viewer is not None:
+            win._viewer.move(120, 60)
+        QTimer.singleShot(2000, shot_viewer)
+
+    def shot_viewer() -> None:
+        grab("viewer.png")
+        win.close()
+        app.quit()
+
+    QTimer.singleShot(500, wait_indexed)
+    rc = app.exec()
+    services.close()
+    return int(rc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
