@@ -9,16 +9,30 @@ whose status arrives through a queued signal.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QMimeData, QModelIndex, QObject, QPoint, QSize, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import (
+    QMimeData,
+    QModelIndex,
+    QObject,
+    QPoint,
+    QSize,
+    QStringListModel,
+    Qt,
+    QTimer,
+    QUrl,
+    Signal,
+)
 from PySide6.QtGui import QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QCompleter,
     QDockWidget,
     QFileDialog,
     QHBoxLayout,
@@ -91,6 +105,11 @@ class MainWindow(QMainWindow):
         self.search_field = QLineEdit(placeholderText="Loading the model…", clearButtonEnabled=True)
         self.search_field.textEdited.connect(lambda _t: self._debounce.start())
         self.search_field.returnPressed.connect(self.run_search)
+        self._history = QStringListModel(self._load_history(), self)
+        completer = QCompleter(self._history, self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.search_field.setCompleter(completer)
         self.sort = QComboBox()
         self.sort.addItems(["Relevance", "Date"])
         self.sort.currentTextChanged.connect(lambda t: self.results.sort_by(t.lower()))
@@ -119,6 +138,11 @@ class MainWindow(QMainWindow):
         self.grid.doubleClicked.connect(lambda idx: self.open_viewer(idx.row()))
         self.grid.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.grid.customContextMenuRequested.connect(self._context_menu)
+        paste = QAction("Paste a photo to search by example", self.grid)
+        paste.setShortcut(QKeySequence.StandardKey.Paste)
+        paste.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        paste.triggered.connect(self.paste)
+        self.grid.addAction(paste)
         self._set_zoom(self.zoom.value())
         self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.message.setWordWrap(True)
@@ -181,10 +205,14 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.failures_btn)
         self.statusBar().addPermanentWidget(self.progress)
 
+        settings_btn = QPushButton("Settings…", flat=True)
+        settings_btn.clicked.connect(self.open_settings)
+        self.statusBar().addPermanentWidget(settings_btn)
         for text, keys, slot in (
             ("Search", QKeySequence.StandardKey.Find, self._focus_search),
             ("Add folder…", QKeySequence.StandardKey.Open, self.choose_folder),
             ("Quit", QKeySequence.StandardKey.Quit, self.close),
+            ("Settings…", QKeySequence.StandardKey.Preferences, self.open_settings),
         ):
             action = QAction(text, self)
             action.setShortcut(keys)
@@ -236,6 +264,7 @@ class MainWindow(QMainWindow):
         self._query = query
         if not query or not self._ready:
             return
+        self._remember(query)
         self.pages.setCurrentIndex(1)
         search = self.services.search
         self.model_runner.submit(
@@ -277,6 +306,44 @@ class MainWindow(QMainWindow):
     def _show_message(self, text: str) -> None:
         self.message.setText(text)
         self.message.show()
+
+    @property
+    def _history_file(self) -> Path:
+        return self.services.paths.data_dir / "search-history.json"
+
+    def _load_history(self) -> list[str]:
+        try:
+            items = json.loads(self._history_file.read_text())
+        except (OSError, ValueError):
+            return []
+        return [str(q) for q in items][:50] if isinstance(items, list) else []
+
+    def _remember(self, query: str) -> None:
+        """Search history, newest first, offered by the search field's completer; kept with the library."""
+        items = [query] + [q for q in self._history.stringList() if q != query]
+        self._history.setStringList(items[:50])
+        with contextlib.suppress(OSError):
+            self._history_file.write_text(json.dumps(items[:50], ensure_ascii=False))
+
+    def paste(self) -> None:
+        """Ctrl+V outside the search field: a copied photo or image file searches by example."""
+        mime = QGuiApplication.clipboard().mimeData()
+        if mime.hasUrls():
+            self.handle_drop(mime)
+        elif mime.hasImage():
+            image = QGuiApplication.clipboard().image()
+            target = self.services.paths.cache_dir / "pasted-query.png"
+            if image.save(str(target)):
+                self.search_similar(str(target))
+
+    def open_settings(self) -> None:
+        from desktop.settings_dialog import SettingsDialog
+
+        store = self.services.store
+        self.io_runner.submit(
+            lambda: sum(store.status_counts().values()),
+            on_result=lambda photos: SettingsDialog(self.services.settings, self.services.paths, photos, self).open(),
+        )
 
     # ---- viewer and actions ------------------------------------------------------------------
 

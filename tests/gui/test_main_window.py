@@ -113,3 +113,36 @@ def test_query_errors_are_shown_not_raised(qtbot, window: MainWindow) -> None:
     qtbot.keyClicks(win.search_field, '"unclosed')
     qtbot.keyClick(win.search_field, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: win.message.isVisible() and "quote" in win.message.text(), timeout=10_000)
+
+
+def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, paths: AppPaths) -> None:
+    from PySide6.QtGui import QGuiApplication, QImage
+
+    from desktop.settings_dialog import SettingsDialog
+    from indexer.services import Settings
+
+    win = window
+    root = tmp_path / "Photos"
+    _photos(root)
+    win.add_folder(str(root))
+    _wait_indexed(qtbot, win, 37)
+    _search(qtbot, win, "a red circle")
+    _search(qtbot, win, "a blue star")
+    assert win._history.stringList()[:2] == ["a blue star", "a red circle"]
+    assert (paths.data_dir / "search-history.json").is_file()
+
+    # A copied picture pasted onto the grid searches by example.
+    QGuiApplication.clipboard().setImage(QImage(str(root / "heart" / "green-heart.jpg")))
+    with qtbot.waitSignal(win.results_shown, timeout=30_000) as blocker:
+        win.paste()
+    assert Path(blocker.args[0][0].path).name == "green-heart.jpg"
+
+    dialog = SettingsDialog(win.services.settings, paths, 37, win)
+    qtbot.addWidget(dialog)
+    dialog.model.setCurrentIndex(dialog.model.findData("ViT-B-32"))
+    assert "re-indexes all 37 photos" in dialog.cost.text()
+    dialog.device.setCurrentText("cpu")
+    dialog.threads.setValue(2)
+    dialog.accept()
+    saved = Settings.load(paths.settings_file)
+    assert (saved.model, saved.device, saved.threads) == ("ViT-B-32", "cpu", 2)

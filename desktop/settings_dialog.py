@@ -1,0 +1,83 @@
+"""Settings: model preset, device, threads, and where the library lives. Saved to the library's settings file."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
+
+from indexer.models import DEFAULT_MODEL, PRESETS
+from indexer.services import Settings
+from store.paths import HOME_ENV, AppPaths
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+class SettingsDialog(QDialog):
+    def __init__(self, settings: Settings, paths: AppPaths, photos: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Glimpse settings")
+        self.settings = settings
+        self.paths = paths
+        self.model = QComboBox()
+        for preset in PRESETS.values():
+            self.model.addItem(f"{preset.name} — {preset.summary}", preset.name)
+        current = settings.model or DEFAULT_MODEL
+        if current not in PRESETS:
+            self.model.addItem(current, current)
+        self.model.setCurrentIndex(max(0, self.model.findData(current)))
+        self.cost = QLabel(wordWrap=True)
+        self._photos = photos
+        self.model.currentIndexChanged.connect(self._explain_cost)
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setCurrentText(settings.device if settings.device in DEVICES else "auto")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setSpecialValueText("automatic")
+        self.threads.setValue(settings.threads or 0)
+        where = QLabel(
+            f"{paths.data_dir}<br><small>Thumbnails: {paths.cache_dir}. "
+            f"Set {HOME_ENV} before starting Glimpse to keep the library elsewhere.</small>",
+            wordWrap=True,
+        )
+        form = QFormLayout(self)
+        form.addRow("Model", self.model)
+        form.addRow("", self.cost)
+        form.addRow("Device", self.device)
+        form.addRow("CPU threads", self.threads)
+        form.addRow("Library", where)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self._explain_cost()
+
+    def _explain_cost(self) -> None:
+        chosen = self.model.currentData()
+        if chosen == (self.settings.model or DEFAULT_MODEL):
+            self.cost.setText("The current model.")
+            return
+        # A new embedding space: every photo is embedded again (vectors of other models are kept).
+        minutes = self._photos / 20 / 60  # ~20 photos/s end to end on a 2-core CPU (README, Performance)
+        self.cost.setText(
+            f"Switching re-indexes all {self._photos} photos with the new model (roughly "
+            f"{max(1, round(minutes))} min on a laptop CPU; the first use downloads its weights). "
+            "Takes effect when Glimpse restarts."
+        )
+
+    def accept(self) -> None:
+        chosen = self.model.currentData()
+        if chosen != (self.settings.model or DEFAULT_MODEL):
+            self.settings.weights = None  # a weights file belongs to the model it was chosen for
+        self.settings.model = chosen
+        self.settings.device = self.device.currentText()
+        self.settings.threads = self.threads.value() or None
+        self.settings.save(self.paths.settings_file)
+        super().accept()
