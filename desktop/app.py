@@ -20,6 +20,9 @@ def run_app(args: Sequence[str] = ()) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     app = QApplication.instance() or QApplication([sys.argv[0], *args])
     app.setApplicationName("Glimpse")
+    # Fusion follows the system's light or dark colour scheme on every platform, and scales
+    # with the screen's device pixel ratio (Qt 6 is high-DPI aware by default).
+    QApplication.setStyle("Fusion")
     app.setOrganizationName("Glimpse")
     paths = AppPaths.from_env()
     try:

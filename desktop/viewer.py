@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QImage, QKeyEvent, QPixmap, QResizeEvent
+from PySide6.QtGui import QGuiApplication, QImage, QKeyEvent, QPixmap, QResizeEvent
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from desktop.images import PREVIEW_MAX, load_image
@@ -55,16 +56,22 @@ class Viewer(QDialog):
         similar.clicked.connect(lambda: self.find_similar.emit(self.current_result))
         opener = QPushButton("Open")
         opener.clicked.connect(lambda: open_file(self.current_result.path))
+        folder = QPushButton("Show folder")
+        folder.clicked.connect(lambda: open_file(str(Path(self.current_result.path).parent)))
+        copy = QPushButton("Copy path")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.current_result.path))
         prev_btn = QPushButton("◀")
         prev_btn.clicked.connect(lambda: self.step(-1))
         next_btn = QPushButton("▶")
         next_btn.clicked.connect(lambda: self.step(1))
-        for b in (similar, opener, prev_btn, next_btn):
+        for b in (similar, opener, folder, copy, prev_btn, next_btn):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         bar = QHBoxLayout()
         bar.addWidget(prev_btn)
         bar.addWidget(next_btn)
         bar.addWidget(self.info, 1)
+        bar.addWidget(copy)
+        bar.addWidget(folder)
         bar.addWidget(opener)
         bar.addWidget(similar)
         layout = QVBoxLayout(self)

@@ -30,6 +30,7 @@ def main() -> int:
     photos = home / "Photos"
     total = len(write_sample_folder(photos, per_spec=3, size=(480, 360)))
     app = QApplication(sys.argv)
+    app.setStyle("Fusion")  # as desktop.app.run_app does
     services = build_services(AppPaths.from_env(), Settings(model="toyworld"))
     win = MainWindow(services)
     win.resize(1360, 860)
