@@ -6,6 +6,7 @@ It lives in ``desktop`` because only this package may know about Qt; the CLI in
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +14,13 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] == "gui":
+        if _no_display():
+            print(
+                "glimpse: no screen to open the desktop app on (DISPLAY and WAYLAND_DISPLAY are unset).\n"
+                "Use the command line instead: glimpse --help",
+                file=sys.stderr,
+            )
+            return 2
         try:
             from desktop.app import run_app
         except ImportError as exc:
@@ -26,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from indexer.cli import main as cli_main
 
     return cli_main(args)
+
+
+def _no_display() -> bool:
+    """On Linux without X or Wayland, Qt would abort the process; say so instead."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 if __name__ == "__main__":

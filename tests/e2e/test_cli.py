@@ -215,3 +215,9 @@ def test_folders_and_doctor(tmp_path: Path, env: dict[str, str]) -> None:
     assert [f["path"] for f in json.loads(run(["folders", "list", "--json"], env).stdout)] == [str(b)]
     assert a.joinpath("one.jpg").exists(), "removing a folder never touches the files"
     assert json.loads(run(["search", "a red circle", "--json"], env).stdout) == []
+
+
+def test_no_arguments_without_a_screen_explains_instead_of_crashing(env: dict[str, str]) -> None:
+    headless = {k: v for k, v in env.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    res = run([], headless)
+    assert res.returncode == 2 and "no screen" in res.stderr and "glimpse --help" in res.stderr
