@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -107,20 +107,29 @@ class Control:
 class DecodePool:
     """Decode jobs in worker processes, a bounded number in flight, surviving worker crashes.
 
-    A decoder that crashes (a segfault in a codec on a hostile file) kills its worker
-    and breaks the whole pool. The jobs that were in flight are retried in a fresh pool;
-    a photo that was in flight during two crashes is reported as failed, so one bad
-    file cannot stop the library from being indexed.
+    A decoder that crashes (a segfault in a codec on a hostile file) kills its worker and
+    breaks the whole pool, failing every job in flight. Those jobs become suspects and are
+    retried one at a time in a fresh pool: a suspect that crashes while running alone is
+    the culprit and is reported as failed; the others decode normally. One bad file
+    cannot stop a library from being indexed, nor take innocent photos down with it.
     """
 
-    def __init__(self, jobs: list[DecodeJob], spec: PreprocessSpec, cfg: PipelineConfig, thumb_dir: str | None) -> None:
+    def __init__(
+        self,
+        jobs: list[DecodeJob],
+        spec: PreprocessSpec,
+        cfg: PipelineConfig,
+        thumb_dir: str | None,
+        job_fn: Callable[..., Decoded] = decode_job,
+    ) -> None:
         self._queue = list(reversed(jobs))  # pop() from the end keeps the original order
+        self._suspects: list[DecodeJob] = []
         self._paths = {j.image_id: j.path for j in jobs}
         self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels)
+        self._job_fn = job_fn
         self._cfg = cfg
         self._max_in_flight = max(cfg.decode_workers * 4, cfg.batch_size * 2)
         self._in_flight: dict[Future[Decoded], DecodeJob] = {}
-        self._crashes: dict[int, int] = {}
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -134,20 +143,27 @@ class DecodePool:
 
     @property
     def exhausted(self) -> bool:
-        return not self._queue and not self._in_flight
+        return not self._queue and not self._suspects and not self._in_flight
 
     def path_of(self, image_id: int) -> str:
         return self._paths[image_id]
 
+    def _submit(self, job: DecodeJob) -> None:
+        self._in_flight[self._pool.submit(self._job_fn, job, *self._args)] = job
+
     def pump(self, timeout: float) -> tuple[list[Decoded], list[FailedImage]]:
         """Top up the workers, then collect whatever finishes within ``timeout``."""
-        while self._queue and len(self._in_flight) < self._max_in_flight:
-            job = self._queue.pop()
-            self._in_flight[self._pool.submit(decode_job, job, *self._args)] = job
+        if self._suspects:
+            if not self._in_flight:  # isolation: one suspect at a time, nothing beside it
+                self._submit(self._suspects.pop())
+        else:
+            while self._queue and len(self._in_flight) < self._max_in_flight:
+                self._submit(self._queue.pop())
         ok: list[Decoded] = []
         bad: list[FailedImage] = []
         if not self._in_flight:
             return ok, bad
+        alone = len(self._in_flight) == 1
         finished, _ = wait(list(self._in_flight), timeout=timeout, return_when=FIRST_COMPLETED)
         broken = False
         for future in finished:
@@ -156,26 +172,22 @@ class DecodePool:
                 result = future.result()
             except BrokenProcessPool:
                 broken = True
-                self._retry_or_fail(job, bad)
+                if alone:
+                    why = f"{Path(job.path).name}: the decoder crashed on this file (damaged or hostile image?)"
+                    bad.append(FailedImage(job.image_id, why))
+                else:
+                    self._suspects.append(job)
                 continue
             if result.error is not None:
                 bad.append(FailedImage(job.image_id, result.error))
             else:
                 ok.append(result)
         if broken:
-            for job in self._in_flight.values():
-                self._retry_or_fail(job, bad)
+            self._suspects.extend(self._in_flight.values())
             self._in_flight.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
         return ok, bad
-
-    def _retry_or_fail(self, job: DecodeJob, bad: list[FailedImage]) -> None:
-        self._crashes[job.image_id] = self._crashes.get(job.image_id, 0) + 1
-        if self._crashes[job.image_id] >= 2:
-            bad.append(FailedImage(job.image_id, f"{Path(job.path).name}: the decoder crashed on this file"))
-        else:
-            self._queue.append(job)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -159,3 +159,26 @@ def test_changed_photo_is_re_embedded_and_vector_replaced(library, tmp_path: Pat
     after = store.embedding(image_id, vectors.model_id, vectors.dim)
     assert float(np.dot(before, after)) < 0.99
     assert len(vectors) == 2
+
+
+def test_a_decoder_crash_fails_only_the_guilty_photo(tmp_path: Path) -> None:
+    from indexer.decode import PreprocessSpec
+    from indexer.decode_worker import DecodeJob
+    from indexer.pipeline import DecodePool
+    from tests.crashy import crash_on_named
+
+    paths = [write_photo(tmp_path / f"ok{i}.jpg", all_specs()[i], seed=i) for i in range(9)]
+    paths.insert(4, write_photo(tmp_path / "crash.jpg", all_specs()[0], seed=99))
+    jobs = [DecodeJob(i, str(p), None) for i, p in enumerate(paths)]
+    spec = PreprocessSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    pool = DecodePool(jobs, spec, PipelineConfig(batch_size=4, decode_workers=2), None, job_fn=crash_on_named)
+    ok, bad = [], []
+    try:
+        while not pool.exhausted:
+            good, failed = pool.pump(timeout=0.1)
+            ok += good
+            bad += failed
+    finally:
+        pool.close()
+    assert sorted(d.job.image_id for d in ok) == [i for i in range(10) if i != 4]
+    assert [(f.image_id, "crashed" in f.error) for f in bad] == [(4, True)]
