@@ -390,7 +390,7 @@ def cmd_folders(svc: Services, args: argparse.Namespace) -> int:
 def cmd_doctor(svc: Services, args: argparse.Namespace) -> int:
     from indexer.doctor import run_doctor
 
-    report = run_doctor(svc.store, svc.paths.index_dir)
+    report = run_doctor(svc.store, svc.paths.index_dir, svc.paths.thumbnails_dir)
     if args.json:
         _print_json(report.to_json())
     else:

@@ -36,7 +36,7 @@ class DoctorReport:
         return {"healthy": self.healthy, "checks": self.checks, "repairs": self.repairs, "problems": self.problems}
 
 
-def run_doctor(store: LibraryStore, index_dir: Path) -> DoctorReport:
+def run_doctor(store: LibraryStore, index_dir: Path, thumbnails_dir: Path | None = None) -> DoctorReport:
     report = DoctorReport()
     with store.engine.connect() as conn:
         result = [r[0] for r in conn.execute(text("PRAGMA integrity_check")).all()]
@@ -53,6 +53,8 @@ def run_doctor(store: LibraryStore, index_dir: Path) -> DoctorReport:
     for model in store.models():
         assert model.id is not None
         _check_index(store, model.id, model.dim, model.key, index_dir, report)
+    if thumbnails_dir is not None:
+        _check_thumbnails(store, thumbnails_dir, report)
     leftovers = list(index_dir.glob("*.tmp")) if index_dir.exists() else []
     for tmp in leftovers:
         tmp.unlink(missing_ok=True)
@@ -122,3 +124,18 @@ def _check_index(store: LibraryStore, model_id: int, dim: int, key: str, index_d
         return
     rebuild_vector_index(store, model_id, dim, index_dir)
     report.repairs.append(f"rebuilt the vector index for {key} from the library: {reason}")
+
+
+def _check_thumbnails(store: LibraryStore, thumbnails_dir: Path, report: DoctorReport) -> None:
+    """Thumbnails of photos that left the library (or of older versions of a photo) are deleted."""
+    if not thumbnails_dir.exists():
+        return
+    with store.engine.connect() as conn:
+        keys = {r[0] for r in conn.execute(text("SELECT thumbnail_key FROM images WHERE thumbnail_key IS NOT NULL"))}
+    stale = [p for p in thumbnails_dir.glob("*/*") if p.is_file() and p.stem not in keys]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        report.repairs.append(f"deleted {len(stale)} thumbnail(s) of photos no longer in the library")
+    else:
+        report.checks.append("thumbnails: ok")

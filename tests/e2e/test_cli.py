@@ -209,6 +209,7 @@ def test_folders_and_doctor(tmp_path: Path, env: dict[str, str]) -> None:
     assert repaired.returncode == 0, repaired.stdout
     assert "removed 1 photo(s) whose files are gone" in repaired.stdout
     assert "rebuilt the vector index" in repaired.stdout and "index file is missing" in repaired.stdout
+    assert "deleted 1 thumbnail(s)" in repaired.stdout
     assert json.loads(run(["doctor", "--json"], env).stdout)["repairs"] == []
 
     assert run(["folders", "remove", str(a)], env).returncode == 0
