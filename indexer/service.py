@@ -151,7 +151,10 @@ class LibraryService:
                 self._control.wait_if_paused()
                 batch = self.events.take(timeout=0.2)
                 if batch:
-                    self._apply(batch)
+                    try:
+                        self._apply(batch)
+                    finally:
+                        self.events.done()
                 if time.monotonic() - last_check >= self.config.root_check_interval:
                     self._check_roots()
                     last_check = time.monotonic()
@@ -207,8 +210,8 @@ class LibraryService:
         if files:
             self._after_scan(self.pipeline.scanner.scan_paths(sorted(files)))
         self._applied += batch.events
-        self._publish(applied_events=self._applied)
         self._index()
+        self._publish(applied_events=self._applied)
 
     def _apply_tree(self, change: TreeChange) -> list[int]:
         """Apply one structural change; returns ids whose vectors must leave the index."""

@@ -106,6 +106,7 @@ class EventCoalescer:
         self._cond = threading.Condition()
         self._batch = ChangeBatch()
         self._last = 0.0
+        self._in_hand = 0  # events taken but not yet reported done: still pending to waiters
 
     def push(self, event: FileSystemEvent) -> None:
         src = os.fsdecode(event.src_path)
@@ -132,8 +133,14 @@ class EventCoalescer:
 
     @property
     def pending(self) -> int:
+        """Events not yet applied: queued, or taken by the consumer and not yet marked done."""
         with self._cond:
-            return self._batch.events
+            return self._batch.events + self._in_hand
+
+    def done(self) -> None:
+        """The consumer finished applying the batch it took."""
+        with self._cond:
+            self._in_hand = 0
 
     def take(self, timeout: float) -> ChangeBatch | None:
         """The merged changes once nothing has arrived for ``quiet`` seconds, else None."""
@@ -143,6 +150,7 @@ class EventCoalescer:
                 now = self._clock()
                 if self._batch.events and now - self._last >= self.quiet:
                     batch, self._batch = self._batch, ChangeBatch()
+                    self._in_hand = batch.events
                     return batch
                 if now >= deadline:
                     return None

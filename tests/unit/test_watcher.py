@@ -37,6 +37,7 @@ def test_burst_for_one_file_becomes_one_change() -> None:
     clock.now += 1.5
     batch = q.take(timeout=0)
     assert batch is not None and batch.files == {"/p/a.jpg"} and batch.events == 3 and not batch.tree
+    q.done()
     assert q.pending == 0
 
 
@@ -105,3 +106,15 @@ def test_network_filesystem_is_polled(tmp_path: Path) -> None:
         assert mode.mode == "polling" and "network drive (nfs4)" in (mode.reason or "")
     finally:
         watcher.stop()
+
+
+def test_taken_batch_stays_pending_until_done() -> None:
+    """Waiters must not see "nothing pending" between the consumer taking a batch and applying it."""
+    clock = Clock()
+    q = EventCoalescer(quiet=0.1, clock=clock)
+    q.push(FileCreatedEvent("/p/a.jpg"))
+    clock.now += 1
+    assert q.take(timeout=0) is not None
+    assert q.pending == 1
+    q.done()
+    assert q.pending == 0
