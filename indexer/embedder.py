@@ -184,12 +184,9 @@ class OpenClipEmbedder:
         )
 
     def _key(self, weights_id: str | None) -> str:
+        """The embedding space's identity: architecture (or bundled model name) and exact weights."""
         if weights_id:
-            return (
-                f"{self.spec.arch.removeprefix('local-dir:')}@{weights_id}"
-                if not self.spec.local_dir
-                else f"{self.spec.name}@{weights_id}"
-            )
+            return f"{self.spec.name if self.spec.local_dir else self.spec.arch}@{weights_id}"
         return f"{self.spec.arch}/{self.spec.pretrained}"
 
     def _create(self, open_clip: Any) -> tuple[Any, str | None]:
