@@ -74,7 +74,7 @@ def bench_events(work: Path, photos: int, idle_s: float) -> dict[str, float]:
     write_sample_folder(root / "all", per_spec=max(1, photos // 36), size=(64, 48))
     count = sum(1 for _ in (root / "all").rglob("*.jpg"))
     store.add_folder(str(root))
-    service = LibraryService(store, pipeline, ServiceConfig(quiet=0.5))
+    service = LibraryService(store, pipeline, config=ServiceConfig(quiet=0.5))
     service.start()
     start = time.perf_counter()
     service.wait_idle(600)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from indexer import cli_tags
 from indexer.errors import GlimpseError, NotFoundError
 from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
 from indexer.pipeline import Control, IndexReport, Progress
@@ -66,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("query" if name == "search" else "image")
         s.add_argument("-k", "--top", type=int, default=20, dest="k", help="number of results (default 20)")
         s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
+        s.add_argument("--tag", action="append", default=[], help="only photos with this tag (repeatable)")
+        s.add_argument("--without-tag", action="append", default=[], help="no photos with this tag (repeatable)")
         s.add_argument("--json", action="store_true", help="print results as JSON")
 
     s = sub.add_parser("status", help="what the library holds and whether its index is healthy")
@@ -85,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     fr.add_argument("path", type=Path)
     fl = fsub.add_parser("list", help="folders with photo counts")
     fl.add_argument("--json", action="store_true")
+
+    cli_tags.add_parser(sub)
 
     s = sub.add_parser("doctor", help="check the library's consistency and repair it")
     s.add_argument("--json", action="store_true")
@@ -191,14 +196,22 @@ def _print_results(results: list[SearchResult], as_json: bool) -> None:
 
 
 def cmd_search(svc: Services, args: argparse.Namespace) -> int:
-    results = svc.search.search(args.query, k=args.k, folders=args.folder, base_dir=Path.cwd())
+    results = svc.search.search(
+        args.query,
+        k=args.k,
+        folders=args.folder,
+        base_dir=Path.cwd(),
+        tags=args.tag,
+        without_tags=args.without_tag,
+    )
     _print_results(results, args.json)
     return EXIT_OK
 
 
 def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
     target: str | int = int(args.image[1:]) if args.image.startswith("#") and args.image[1:].isdigit() else args.image
-    _print_results(svc.search.similar(target, k=args.k, folders=args.folder), args.json)
+    results = svc.search.similar(target, k=args.k, folders=args.folder, tags=args.tag, without_tags=args.without_tag)
+    _print_results(results, args.json)
     return EXIT_OK
 
 
@@ -412,6 +425,7 @@ COMMANDS = {
     "watch": cmd_watch,
     "folders": cmd_folders,
     "doctor": cmd_doctor,
+    "tags": cli_tags.cmd_tags,
 }
 
 

@@ -123,6 +123,7 @@ class OpenClipEmbedder:
         self.device = "cpu"
         self.precision = "fp32"
         self.image_calls = 0  # batches embedded; tests use it to prove work is not repeated
+        self.text_calls = 0  # text batches embedded; tests use it to prove vocabulary edits stay cheap
 
     # ---- loading ------------------------------------------------------------------------
 
@@ -271,11 +272,19 @@ class OpenClipEmbedder:
             feats = self._model.encode_image(x)
             return F.normalize(feats.float(), dim=-1).cpu().numpy()
 
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned softmax temperature (CLIP: 100), used to calibrate tag scores."""
+        self.load()
+        scale = getattr(self._model, "logit_scale", None)
+        return float(scale.exp().item()) if scale is not None else 100.0
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
         self.load()
+        self.text_calls += 1
         with torch.inference_mode():
             tokens = self._tokenizer(list(texts)).to(self.device)
             feats = self._model.encode_text(tokens)

@@ -11,6 +11,8 @@ __all__ = [
     "NotFoundError",
     "QueryError",
     "StoreError",
+    "TeachError",
+    "VocabularyError",
 ]
 
 
@@ -32,3 +34,15 @@ class DecodeError(GlimpseError):
     """A photo could not be decoded; the reason is recorded and the file skipped."""
 
     title = "Cannot read photo"
+
+
+class VocabularyError(GlimpseError):
+    """The tag vocabulary file cannot be read or makes no sense."""
+
+    title = "Tag vocabulary unreadable"
+
+
+class TeachError(GlimpseError):
+    """A tag cannot be taught from the examples given."""
+
+    title = "Cannot teach this tag"

@@ -30,10 +30,12 @@ import numpy as np
 from indexer.decode import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, PreprocessSpec
 from indexer.decode_worker import Decoded, DecodeJob, decode_job, init_worker
 from indexer.embedder import Embedder
+from indexer.errors import GlimpseError
 from indexer.scanner import Scanner, ScanReport
 from indexer.thumbnails import ThumbnailCache, thumbnail_key
 from store.library import LibraryStore
 from store.records import EmbeddedImage, FailedImage
+from store.tags import Assignment
 from store.vectors import ModelVectors
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,9 @@ class IndexingPipeline:
         self.scanner = Scanner(store)
         self._vectors: ModelVectors | None = None
         self._vectors_lock = threading.Lock()
+        # Automatic tags for each committed batch (set by the composition root): they are
+        # computed from the new vectors and written in the batch's own transaction.
+        self.tagger: Callable[[np.ndarray, np.ndarray], list[Assignment]] | None = None
 
     def vectors(self) -> ModelVectors:
         """The active model's vector index (loads the model to learn its id and size)."""
@@ -366,10 +371,17 @@ class IndexingPipeline:
                     thumbnail_key=d.job.thumb_key,
                 )
             )
-        self.store.save_batch(vectors.model_id, done, failed)
+        ids = np.fromiter((d.job.image_id for d in batch), np.int64, len(batch))
+        # The index holds exactly what the database holds: the float16-rounded vectors.
+        stored = vecs16.astype(np.float32)
+        tags = None
+        if batch and self.tagger is not None:
+            try:
+                tags = self.tagger(ids, stored)
+            except GlimpseError as exc:  # a broken vocabulary must not stop indexing
+                log.warning("photos indexed without tags: %s", exc)
+        self.store.save_batch(vectors.model_id, done, failed, tags)
         if batch:
-            # The index holds exactly what the database holds: the float16-rounded vectors.
-            ids = np.fromiter((d.job.image_id for d in batch), np.int64, len(batch))
-            vectors.add(ids, vecs16.astype(np.float32))
+            vectors.add(ids, stored)
         report.indexed += len(batch)
         report.failed += len(failed)

@@ -11,6 +11,12 @@ A query is a signed, weighted sum of terms::
 An operator is a ``+`` or ``-`` at the start or after a space, followed by a
 space, a quote, a ``#`` or a letter, so hyphenated words (``t-shirt``) stay text.
 A term that names an existing file, or ``#id``, is an image; anything else is text.
+
+Tag filters narrow any query without changing its ranking::
+
+    dog tag:beach                       only photos tagged beach
+    sunset -tag:people                  none tagged people
+    tag:"living room"                   every photo with the tag, best first
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from indexer.errors import QueryError
 
 _WEIGHT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.+)$", re.DOTALL)
 _IMAGE_ID = re.compile(r"^#(\d+)$")
+_TAG_FILTER = re.compile(r"""(?:(?<=\s)|^)([+-]?)tag:(?:"([^"]+)"|'([^']+)'|(\S+))""", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,8 @@ class Term:
 @dataclass(frozen=True)
 class Query:
     terms: tuple[Term, ...]
+    tags: tuple[str, ...] = ()  # every one required
+    without_tags: tuple[str, ...] = ()  # none allowed
 
     @property
     def has_positive(self) -> bool:
@@ -83,6 +92,19 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
     """Parse ``text``; raises :class:`QueryError` with a readable reason."""
     if not text or not text.strip():
         raise QueryError("The query is empty.")
+    tags: list[str] = []
+    without: list[str] = []
+
+    def take_filter(m: re.Match[str]) -> str:
+        name = (m.group(2) or m.group(3) or m.group(4)).strip()
+        (without if m.group(1) == "-" else tags).append(name)
+        return " "
+
+    text = _TAG_FILTER.sub(take_filter, text)
+    if not text.strip():
+        if not tags:
+            raise QueryError("A query needs something to search for; it cannot only exclude tags.")
+        return Query((), tuple(tags), tuple(without))
     terms: list[Term] = []
     for sign, raw in _split(text.strip()):
         weight = 1.0
@@ -105,7 +127,7 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
             terms.append(Term("file", str(candidate.resolve()), sign * weight))
         else:
             terms.append(Term("text", value, sign * weight))
-    query = Query(tuple(terms))
+    query = Query(tuple(terms), tuple(tags), tuple(without))
     if not query.has_positive:
         raise QueryError("A query needs at least one term to search for; it cannot only exclude.")
     return query

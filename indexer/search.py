@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from indexer.embedder import Embedder
 from indexer.errors import NotFoundError, QueryError
 from indexer.query import Query, Term, parse_query
 from store.library import LibraryStore
+from store.tags import TagStore
 from store.vectors import ModelVectors
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SearchResult:
     taken_at: datetime | None = None
     thumbnail_key: str | None = None
     camera: str | None = None
+    tags: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,22 +47,63 @@ class SearchResult:
             "width": self.width,
             "height": self.height,
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
+            "tags": list(self.tags),
         }
 
 
 class SearchService:
-    def __init__(self, store: LibraryStore, embedder: Embedder, vectors: Callable[[], ModelVectors]) -> None:
+    def __init__(
+        self,
+        store: LibraryStore,
+        embedder: Embedder,
+        vectors: Callable[[], ModelVectors],
+        tags: TagStore | None = None,
+    ) -> None:
         self.store = store
         self.embedder = embedder
         self._vectors = vectors
+        self.tags = tags
 
     def search(
-        self, text: str, k: int = 20, folders: Sequence[str] | None = None, base_dir: Path | None = None
+        self,
+        text: str,
+        k: int = 20,
+        folders: Sequence[str] | None = None,
+        base_dir: Path | None = None,
+        tags: Sequence[str] = (),
+        without_tags: Sequence[str] = (),
     ) -> list[SearchResult]:
-        """Rank the library for a query in the shared query language."""
-        return self.search_query(parse_query(text, base_dir), k, folders)
+        """Rank the library for a query in the shared query language, optionally filtered by tags."""
+        query = parse_query(text, base_dir)
+        query = replace(query, tags=(*query.tags, *tags), without_tags=(*query.without_tags, *without_tags))
+        return self.search_query(query, k, folders)
 
-    def similar(self, image: str | int, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
+    def by_tag(self, tag: str, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
+        """Photos carrying ``tag``: those tagged by hand first, then by score."""
+        return self.search_query(Query((), (tag,)), k, folders)
+
+    def _allowed(self, query: Query, folders: Sequence[str] | None) -> np.ndarray | None:
+        """Ids the folder and tag filters let through (None: no filter)."""
+        allowed = None
+        if folders:
+            allowed = self.store.ids_under([str(Path(f).expanduser().resolve()) for f in folders])
+        if query.tags or query.without_tags:
+            if self.tags is None:
+                raise QueryError("Tag filters need the tag store; this search service has none.")
+            need = [self.tags.tag(t).id for t in query.tags]
+            avoid = [self.tags.tag(t).id for t in query.without_tags]
+            tagged = self.tags.image_ids(need, avoid)
+            allowed = tagged if allowed is None else np.intersect1d(allowed, tagged, assume_unique=True)
+        return allowed
+
+    def similar(
+        self,
+        image: str | int,
+        k: int = 20,
+        folders: Sequence[str] | None = None,
+        tags: Sequence[str] = (),
+        without_tags: Sequence[str] = (),
+    ) -> list[SearchResult]:
         """Photos like ``image`` (a file path or an indexed image id); the image itself is left out."""
         if isinstance(image, int):
             term = Term("id", str(image), 1.0)
@@ -69,26 +112,38 @@ class SearchService:
             if not path.is_file():
                 raise NotFoundError(f"{path} does not exist or is not a file.")
             term = Term("file", str(path.resolve()), 1.0)
-        return self.search_query(Query((term,)), k, folders)
+        return self.search_query(Query((term,), tuple(tags), tuple(without_tags)), k, folders)
 
     def search_query(self, query: Query, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
-        vectors = self._vectors()
-        vec, query_ids = self.query_vector(query, vectors)
-        allowed = None
-        if folders:
-            allowed = self.store.ids_under([str(Path(f).expanduser().resolve()) for f in folders])
-        hits = vectors.search(vec, k + len(query_ids), allowed)
-        keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in query_ids]
-        keep = keep[:k]
+        allowed = self._allowed(query, folders)
+        if not query.terms:
+            # Only tag filters: list the first tag's photos, best first, within the other filters.
+            assert self.tags is not None and query.tags
+            ranked = self.tags.images_with_tag(self.tags.tag(query.tags[0]).id)
+            ok = set(allowed.tolist()) if allowed is not None else None
+            keep = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
+        else:
+            vectors = self._vectors()
+            vec, query_ids = self.query_vector(query, vectors)
+            hits = vectors.search(vec, k + len(query_ids), allowed)
+            keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in query_ids]
+            keep = keep[:k]
+        return self._results(keep)
+
+    def _results(self, keep: Sequence[tuple[int, float]]) -> list[SearchResult]:
         records = self.store.images([i for i, _ in keep])
+        tags = self.tags.tags_of([i for i, _ in keep]) if self.tags is not None else {}
         results = []
         for image_id, score in keep:
             rec = records.get(image_id)
             if rec is None:  # deleted between the vector search and this lookup
                 continue
             camera = " ".join(p for p in (rec.camera_make, rec.camera_model) if p) or None
+            names = tuple(t.name for t in tags.get(image_id, ()))
             results.append(
-                SearchResult(image_id, rec.path, score, rec.width, rec.height, rec.taken_at, rec.thumbnail_key, camera)
+                SearchResult(
+                    image_id, rec.path, score, rec.width, rec.height, rec.taken_at, rec.thumbnail_key, camera, names
+                )
             )
         return results
 

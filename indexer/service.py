@@ -24,8 +24,9 @@ from typing import Any
 
 from indexer.pipeline import Control, IndexingPipeline, Progress
 from indexer.scanner import ScanReport
+from indexer.tagging import Tagger
 from indexer.watcher import ChangeBatch, EventCoalescer, FolderWatcher, TreeChange, WatchMode
-from store.errors import NotFoundError
+from store.errors import GlimpseError, NotFoundError
 from store.library import LibraryStore
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ class LibraryService:
         self,
         store: LibraryStore,
         pipeline: IndexingPipeline,
+        tagger: Tagger | None = None,
         config: ServiceConfig | None = None,
         on_status: Callable[[ServiceStatus], None] | None = None,
         watcher_factory: Callable[..., FolderWatcher] = FolderWatcher,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
+        self.tagger = tagger
         self.config = config or ServiceConfig()
         self.on_status = on_status
         self.events = EventCoalescer(self.config.quiet)
@@ -140,6 +143,7 @@ class LibraryService:
         try:
             self._publish(state="starting")
             self.pipeline.vectors()  # loads the model, opens (or rebuilds) the vector index
+            self._retag_if_stale()
             roots = [f.path for f in self.store.folders() if f.enabled]
             for root in roots:
                 if Path(root).is_dir():
@@ -164,6 +168,18 @@ class LibraryService:
             log.exception("library service stopped by an error")
             self.error = exc
             self._publish(state="stopped", message=str(exc))
+
+    def _retag_if_stale(self) -> None:
+        """Bring automatic tags up to date if the vocabulary or model changed while we were away."""
+        if self.tagger is None:
+            return
+        try:
+            report = self.tagger.retag_if_stale()
+        except GlimpseError as exc:  # tags are an extra: a bad vocabulary must not stop the library
+            self._publish(message=f"Tags not updated: {exc.message}")
+            return
+        if report is not None:
+            log.info("re-tagged %d photos (vocabulary or model changed)", report.photos)
 
     def _watch(self, root: str) -> None:
         mode = self._watcher.watch(root)

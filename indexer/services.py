@@ -19,9 +19,11 @@ from indexer.models import ModelSpec, resolve_model
 from indexer.pipeline import IndexingPipeline, PipelineConfig
 from indexer.search import SearchService
 from indexer.service import LibraryService
+from indexer.tagging import Tagger, vocabulary_for
 from indexer.thumbnails import ThumbnailCache
 from store.library import LibraryStore
 from store.paths import AppPaths
+from store.tags import TagStore
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Settings:
     threads: int | None = None
     batch_size: int | None = None
     decode_workers: int | None = None
+    vocabulary: str | None = None  # a tag vocabulary file; None: the one that fits the model
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -73,6 +76,8 @@ class Services:
     pipeline: IndexingPipeline
     search: SearchService
     library: LibraryService
+    tags: TagStore
+    tagger: Tagger
 
     def close(self) -> None:
         self.library.stop()
@@ -91,6 +96,9 @@ def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | Non
         )
     thumbnails = ThumbnailCache(paths.thumbnails_dir)
     pipeline = IndexingPipeline(store, embedder, paths.index_dir, thumbnails, settings.pipeline_config())
-    search = SearchService(store, embedder, pipeline.vectors)
-    library = LibraryService(store, pipeline)
-    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search, library)
+    tags = TagStore(store.engine)
+    tagger = Tagger(tags, store, embedder, pipeline.vectors, vocabulary_for(model, settings.vocabulary))
+    pipeline.tagger = tagger.assign
+    search = SearchService(store, embedder, pipeline.vectors, tags)
+    library = LibraryService(store, pipeline, tagger)
+    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search, library, tags, tagger)

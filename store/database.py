@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.errors import SchemaTooNewError, StoreError
-from store.schema import SCHEMA_VERSION, Base, Meta
+from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Tag, TagOverride, TagVector
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,15 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE folders ADD COLUMN online BOOLEAN NOT NULL DEFAULT 1"))
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """v3: tags, the tags on each photo, the user's overrides, and per-model tag vectors."""
+    tables = [Tag.__table__, ImageTag.__table__, TagOverride.__table__, TagVector.__table__]
+    Base.metadata.create_all(conn, tables=tables)  # type: ignore[arg-type]
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
 # created directly at SCHEMA_VERSION from the current models.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

@@ -46,6 +46,7 @@ from store.records import (
     ScanChanges,
 )
 from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model
+from store.tags import Assignment, write_automatic_tags
 
 # Core statements over the ORM tables: bulk executemany without the unit of work.
 _images = cast(Table, Image.__table__)
@@ -356,8 +357,14 @@ class LibraryStore:
             rows = conn.execute(select(_images.c.id, _images.c.path).where(cond).order_by(_images.c.id)).all()
         return [(r.id, r.path) for r in rows]
 
-    def save_batch(self, model_id: int, done: Sequence[EmbeddedImage], failed: Sequence[FailedImage]) -> None:
-        """Commit one batch: vectors, metadata and statuses together, or nothing."""
+    def save_batch(
+        self,
+        model_id: int,
+        done: Sequence[EmbeddedImage],
+        failed: Sequence[FailedImage],
+        tags: Sequence[Assignment] | None = None,
+    ) -> None:
+        """Commit one batch: vectors, metadata, statuses and (when given) automatic tags together, or nothing."""
         now = _now()
         with self.engine.begin() as conn:
             if done:
@@ -386,6 +393,8 @@ class LibraryStore:
                     indexed_at=now,
                 )
                 self._mark_indexes_dirty(conn, model_id)
+                if tags is not None:
+                    write_automatic_tags(conn, [d.image_id for d in done], tags)
             _update_images(
                 conn,
                 [{"id": f.image_id, "error": f.error} for f in failed],

@@ -128,3 +128,40 @@ class IndexStateRecord:
     generation: int
     count: int
     clean: bool
+
+
+@dataclass(frozen=True)
+class TagRecord:
+    """A tag of the vocabulary. ``prompts`` are the phrases a zero-shot tag is matched by."""
+
+    id: int
+    name: str
+    group: str
+    kind: str  # "prompts" | "example" | "manual"
+    prompts: tuple[str, ...]
+    enabled: bool
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class TagVectorRecord:
+    """A tag's direction in one embedding space (see ``store.schema.TagVector``)."""
+
+    tag_id: int
+    fingerprint: str
+    vector: bytes  # float32
+    bias: float
+    threshold: float | None
+    precision: float | None
+    recall: float | None
+
+
+@dataclass(frozen=True)
+class ImageTagRecord:
+    """A tag on one photo, as shown to the user."""
+
+    tag_id: int
+    name: str
+    group: str
+    source: str
+    score: float

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ImageStatus:
@@ -121,3 +122,80 @@ class IndexState(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     count: Mapped[int] = mapped_column(Integer, default=0)
     clean: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class TagSource:
+    """Values of ``image_tags.source``: who put a tag on a photo.
+
+    ``zero-shot``: the tag's prompts matched the photo's vector. ``example``: a classifier
+    taught from photos the user marked. ``user``: added by hand; wins over both, and is
+    never touched by re-tagging.
+    """
+
+    ZERO_SHOT = "zero-shot"
+    EXAMPLE = "example"
+    USER = "user"
+    AUTOMATIC = (ZERO_SHOT, EXAMPLE)
+
+
+class Tag(Base):
+    """One tag of the vocabulary.
+
+    ``kind`` says how it is applied: ``prompts`` (zero-shot from ``prompts``, a JSON list),
+    ``example`` (a classifier taught from marked photos) or ``manual`` (only by hand).
+    """
+
+    __tablename__ = "tags"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True)
+    group: Mapped[str] = mapped_column("grp", String, default="other")
+    kind: Mapped[str] = mapped_column(String, default="prompts")
+    prompts: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of phrases
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    threshold: Mapped[float | None] = mapped_column(Float)  # None: the vocabulary default
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ImageTag(Base):
+    """A tag a photo carries now (automatic or by hand), with its calibrated score."""
+
+    __tablename__ = "image_tags"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String)
+    score: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_image_tags_tag", "tag_id", "score"),)
+
+
+class TagOverride(Base):
+    """The user's word on one photo and one tag: ``present`` true (added) or false (removed).
+
+    Overrides are what survives re-tagging, and they are the examples a taught tag
+    learns from.
+    """
+
+    __tablename__ = "tag_overrides"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    present: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_tag_overrides_tag", "tag_id"),)
+
+
+class TagVector(Base):
+    """A tag's direction in one embedding space: the ensembled prompt embedding, or a taught
+    classifier's weights. ``fingerprint`` says what it was computed from, so a changed
+    prompt or a new example is noticed and only that tag is recomputed.
+    """
+
+    __tablename__ = "tag_vectors"
+    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32
+    bias: Mapped[float] = mapped_column(Float, default=0.0)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    precision: Mapped[float | None] = mapped_column(Float)  # estimated on held-out examples
+    recall: Mapped[float | None] = mapped_column(Float)

@@ -15,6 +15,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,33 @@ class VectorIndex:
         if self._id_array is None:
             self._id_array = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         return SearchHits(self._id_array[order], scores[order].astype(np.float32))
+
+    def get(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of ``ids`` that are in the index, in order (absent ids are skipped)."""
+        out = []
+        with self._lock:
+            for image_id in ids:
+                try:
+                    out.append(self._index.reconstruct(int(image_id)))
+                except RuntimeError:
+                    continue
+        return np.stack(out).astype(np.float32) if out else np.empty((0, self.dim), np.float32)
+
+    def each_chunk(self, fn: Callable[[np.ndarray, np.ndarray], None], chunk: int = 8192) -> None:
+        """Call ``fn(ids, vectors)`` over the whole index in chunks, without copying it.
+
+        The lock is held throughout, so ``fn`` sees one consistent snapshot; the views
+        are only valid inside ``fn``.
+        """
+        with self._lock:
+            n = len(self)
+            if n == 0:
+                return
+            flat = faiss.downcast_index(self._index.index)
+            vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)  # type: ignore[attr-defined]
+            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            for start in range(0, n, chunk):
+                fn(ids[start : start + chunk], vectors[start : start + chunk])
 
     # ---- persistence --------------------------------------------------------------------
 

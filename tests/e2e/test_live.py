@@ -34,7 +34,7 @@ def live(paths: AppPaths, tmp_path: Path):
     root.mkdir()
     store.add_folder(str(root))
     service = LibraryService(
-        store, pipeline, ServiceConfig(quiet=0.3, settle=0.2, root_check_interval=0.3, poll_interval=0.5)
+        store, pipeline, config=ServiceConfig(quiet=0.3, settle=0.2, root_check_interval=0.3, poll_interval=0.5)
     )
     yield service, store, pipeline, embedder, root
     service.stop()

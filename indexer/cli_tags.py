@@ -1,0 +1,236 @@
+"""``glimpse tags …``: the tag vocabulary, tagging by hand, teaching, re-tagging, XMP export.
+
+Every vocabulary change re-tags the library from its stored vectors before the
+command returns (seconds, no image model), so what ``tags list`` shows afterwards
+is already true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import NotFoundError
+from indexer.services import Services
+from indexer.tagging import RetagReport, export_sidecars
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("tags", help="automatic tags: vocabulary, tag by hand, teach, export to XMP")
+    tsub = s.add_subparsers(dest="tags_command", metavar="ACTION", required=True)
+
+    a = tsub.add_parser("list", help="tags with photo counts")
+    a.add_argument("--all", action="store_true", help="include disabled tags")
+    a.add_argument("--group", help="only this group")
+    a.add_argument("--json", action="store_true")
+
+    a = tsub.add_parser("add", help="add a tag to the vocabulary, or put it on photos by hand")
+    a.add_argument("tag")
+    a.add_argument("photos", nargs="*", help="photos (paths or #id) to tag by hand; none: add a zero-shot tag")
+    a.add_argument("--prompt", action="append", default=[], help="a phrase the tag matches (repeatable)")
+    a.add_argument("--group", default="mine", help="group for a new tag (default: mine)")
+
+    a = tsub.add_parser("remove", help="take a tag off photos by hand, or delete it from the vocabulary")
+    a.add_argument("tag")
+    a.add_argument("photos", nargs="*", help="photos to take the tag off; none: delete the tag")
+
+    a = tsub.add_parser("edit", help="rename a tag, change its prompts, threshold or group, disable it")
+    a.add_argument("tag")
+    a.add_argument("--rename")
+    a.add_argument("--prompt", action="append", help="replace the prompts (repeatable)")
+    a.add_argument("--add-prompt", action="append", default=[], help="add a prompt (repeatable)")
+    a.add_argument("--threshold", type=float, help="probability a photo needs to get the tag (0-1)")
+    a.add_argument("--group")
+    on_off = a.add_mutually_exclusive_group()
+    on_off.add_argument("--enable", action="store_true")
+    on_off.add_argument("--disable", action="store_true")
+
+    a = tsub.add_parser("apply", help="re-tag the whole library from the stored vectors")
+    a.add_argument("--json", action="store_true")
+
+    a = tsub.add_parser("teach", help="teach a tag from example photos and apply it to the library")
+    a.add_argument("tag")
+    a.add_argument("photos", nargs="+", help="photos that show it (five or more work best)")
+    a.add_argument("--not", dest="negatives", action="append", default=[], help="a photo that does not show it")
+    a.add_argument("--json", action="store_true")
+
+    a = tsub.add_parser("show", help="the tags of photos")
+    a.add_argument("photos", nargs="+")
+    a.add_argument("--json", action="store_true")
+
+    a = tsub.add_parser("export", help="write tags to XMP sidecars (the photos are never modified)")
+    a.add_argument("paths", nargs="*", type=Path, help="photos or folders (default: the whole library)")
+    a.add_argument(
+        "--style",
+        choices=("append", "replace"),
+        default="append",
+        help="append: photo.jpg.xmp (darktable, digiKam; default); replace: photo.xmp (Lightroom)",
+    )
+    a.add_argument("--json", action="store_true")
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _retagged(report: RetagReport) -> None:
+    print(
+        f"Re-tagged {report.photos} photos with {report.tags} tags in {report.seconds:.2f} s "
+        f"({report.texts_embedded} prompts embedded, no photo re-read)."
+    )
+
+
+def _list(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    tags = svc.tags
+    tagger.ensure_vocabulary()
+    counts = tags.counts()
+    rows: list[dict[str, Any]] = [
+        {"name": t.name, "group": t.group, "kind": t.kind, "enabled": t.enabled, "photos": counts.get(t.id, 0),
+         "prompts": list(t.prompts), "threshold": t.threshold}
+        for t in tags.tags(include_disabled=args.all)
+        if args.group is None or t.group == args.group
+    ]  # fmt: skip
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in sorted(rows, key=lambda r: (-int(r["photos"]), str(r["name"]))):
+        state = "" if r["enabled"] else "  [disabled]"
+        kind = "" if r["kind"] == "prompts" else f"  ({r['kind']})"
+        print(f"{r['photos']:7d}  {r['name']:<24} {r['group']}{kind}{state}")
+    return 0
+
+
+def _add(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    if args.photos:
+        ids = tagger.resolve_images(args.photos)
+        tag = tagger.tag_photos(args.tag, ids, present=True)
+        print(f'Tagged {len(ids)} photos "{tag.name}" (by hand: re-tagging never undoes this).')
+        return 0
+    tag = tagger.add_tag(args.tag, args.prompt, args.group)
+    print(f'Added tag "{tag.name}" matching: {", ".join(tag.prompts or (tag.name,))}.')
+    _retagged(tagger.retag())
+    return 0
+
+
+def _remove(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    if args.photos:
+        ids = tagger.resolve_images(args.photos)
+        tag = tagger.tag_photos(args.tag, ids, present=False)
+        print(f'Took "{tag.name}" off {len(ids)} photos (re-tagging never puts it back).')
+        return 0
+    tagger.delete(args.tag)
+    print(f'Deleted tag "{args.tag}" and its tags on photos.')
+    return 0
+
+
+def _edit(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    tag = tagger.edit(
+        args.tag,
+        prompts=args.prompt,
+        add_prompts=args.add_prompt,
+        enabled=True if args.enable else False if args.disable else None,
+        threshold=args.threshold,
+        group=args.group,
+    )
+    if args.rename:
+        tag = tagger.rename(tag.name, args.rename)
+    print(f'Tag "{tag.name}": {"enabled" if tag.enabled else "disabled"}, prompts: {", ".join(tag.prompts)}.')
+    _retagged(tagger.retag())
+    return 0
+
+
+def _apply(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    report = tagger.retag()
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        _retagged(report)
+    return 0
+
+
+def _teach(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    positives = tagger.resolve_images(args.photos)
+    negatives = tagger.resolve_images(args.negatives)
+    teach = tagger.teach(args.tag, positives, negatives)
+    if args.json:
+        _print_json(teach.to_json())
+        return 0
+    estimate = (
+        f"estimated precision {teach.precision:.0%}, recall {teach.recall:.0%} on held-out examples"
+        if teach.precision is not None and teach.recall is not None
+        else "too few examples to estimate its precision (mark at least three)"
+    )
+    print(f'Taught "{teach.tag}" from {teach.positives} photos ({teach.negatives} counter-examples): {estimate}.')
+    print(f"{teach.tagged} photos now carry it; new photos are tagged as they are indexed.")
+    return 0
+
+
+def _show(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    tags = svc.tags
+    ids = tagger.resolve_images(args.photos)
+    on = tags.tags_of(ids)
+    records = svc.store.images(ids)
+    if args.json:
+        _print_json(
+            [
+                {"path": records[i].path, "tags": [{"name": t.name, "source": t.source, "score": round(t.score, 4)}
+                                                   for t in on[i]]}
+                for i in ids
+            ]
+        )  # fmt: skip
+        return 0
+    for i in ids:
+        listed = ", ".join(f"{t.name} ({t.score:.2f}{', by hand' if t.source == 'user' else ''})" for t in on[i])
+        print(f"{records[i].path}: {listed or 'no tags'}")
+    return 0
+
+
+def _export(svc: Services, args: argparse.Namespace) -> int:
+    tagger = svc.tagger
+    tags = svc.tags
+    if args.paths:
+        ids = []
+        for path in args.paths:
+            resolved = path.expanduser().resolve()
+            if resolved.is_dir():
+                ids += svc.store.ids_under([str(resolved)]).tolist()
+            elif resolved.exists():
+                ids += tagger.resolve_images([str(resolved)])
+            else:
+                raise NotFoundError(f"{path} does not exist.")
+    else:
+        ids = tags.image_ids().tolist()
+    report = export_sidecars(tags, svc.store, ids, args.style)
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        print(f"Wrote {len(report.written)} XMP sidecars ({report.skipped} photos without tags skipped).")
+        for path, error in report.failures[:20]:
+            print(f"  not written: {path}: {error}", file=sys.stderr)
+    return 3 if report.failures else 0
+
+
+ACTIONS = {
+    "list": _list,
+    "add": _add,
+    "remove": _remove,
+    "edit": _edit,
+    "apply": _apply,
+    "teach": _teach,
+    "show": _show,
+    "export": _export,
+}
+
+
+def cmd_tags(svc: Services, args: argparse.Namespace) -> int:
+    return ACTIONS[args.tags_command](svc, args)

@@ -1,0 +1,364 @@
+"""Repository for tags: the vocabulary, the tags on each photo, overrides, tag vectors.
+
+``image_tags`` always holds the tags a photo carries *now*: automatic rows
+(zero-shot or taught) minus what the user removed, plus what the user added. The
+user's decisions live separately in ``tag_overrides``, so re-tagging can delete
+and recompute every automatic row and still honour them. Re-tagging a library
+replaces all automatic rows in one transaction: a kill leaves the old tags or
+the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, insert, select, update
+
+from store.errors import NotFoundError, StoreError
+from store.records import ImageTagRecord, TagRecord, TagVectorRecord
+from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagSource, TagVector
+
+_tags = cast(Table, Tag.__table__)
+_image_tags = cast(Table, ImageTag.__table__)
+_overrides = cast(Table, TagOverride.__table__)
+_tag_vectors = cast(Table, TagVector.__table__)
+_meta = cast(Table, Meta.__table__)
+_images = cast(Table, Image.__table__)
+
+_CHUNK = 5000
+
+# One automatic tag on one photo: (image_id, tag_id, source, score).
+Assignment = tuple[int, int, str, float]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _tag(row: Any) -> TagRecord:
+    m = row._mapping
+    return TagRecord(
+        id=m["id"],
+        name=m["name"],
+        group=m["grp"],
+        kind=m["kind"],
+        prompts=tuple(json.loads(m["prompts"] or "[]")),
+        enabled=bool(m["enabled"]),
+        threshold=m["threshold"],
+    )
+
+
+def _chunks(items: Sequence[int]) -> Iterable[Sequence[int]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def removed_pairs(conn: Connection, image_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
+    """(image_id, tag_id) pairs the user took a tag off (or put one on): automatic rows skip them."""
+    query = select(_overrides.c.image_id, _overrides.c.tag_id)
+    if image_ids is None:
+        return {(r[0], r[1]) for r in conn.execute(query)}
+    out: set[tuple[int, int]] = set()
+    for chunk in _chunks(list(image_ids)):
+        out |= {(r[0], r[1]) for r in conn.execute(query.where(_overrides.c.image_id.in_(chunk)))}
+    return out
+
+
+def write_automatic_tags(conn: Connection, image_ids: Sequence[int], rows: Sequence[Assignment]) -> None:
+    """Replace the automatic tags of ``image_ids`` with ``rows``, inside the caller's transaction.
+
+    Used when photos are (re-)embedded, so their tags change with their vectors in the
+    same commit. Pairs the user decided on are left as the user left them.
+    """
+    if not image_ids:
+        return
+    for chunk in _chunks(list(image_ids)):
+        conn.execute(
+            delete(_image_tags).where(
+                and_(_image_tags.c.image_id.in_(chunk), _image_tags.c.source.in_(TagSource.AUTOMATIC))
+            )
+        )
+    if rows:
+        decided = removed_pairs(conn, image_ids)
+        keep = [r for r in rows if (r[0], r[1]) not in decided]
+        conn.exec_driver_sql("INSERT INTO image_tags (image_id, tag_id, source, score) VALUES (?, ?, ?, ?)", keep)
+
+
+class TagStore:
+    """Tags over the library's engine (the same SQLite file as :class:`LibraryStore`)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ---- vocabulary ----------------------------------------------------------------------
+
+    def seed(self, tags: Sequence[tuple[str, str, Sequence[str]]], key: str) -> bool:
+        """Load a default vocabulary once per library (``key`` names it).
+
+        Seeding is remembered, so a user who deletes default tags does not get them back.
+        Returns whether anything was added.
+        """
+        with self.engine.begin() as conn:
+            meta_key = f"vocabulary_seeded:{key}"
+            if conn.execute(select(_meta.c.value).where(_meta.c.key == meta_key)).first():
+                return False
+            existing = set(conn.execute(select(_tags.c.name)).scalars())
+            now = _now()
+            rows = [
+                {"name": name, "grp": group, "kind": "prompts", "prompts": json.dumps(list(prompts)),
+                 "enabled": True, "threshold": None, "created_at": now}
+                for name, group, prompts in tags
+                if name not in existing
+            ]  # fmt: skip
+            if rows:
+                conn.execute(insert(_tags), rows)
+            conn.execute(insert(_meta).prefix_with("OR REPLACE"), [{"key": meta_key, "value": now.isoformat()}])
+            return bool(rows)
+
+    def tags(self, include_disabled: bool = True) -> list[TagRecord]:
+        query = select(_tags).order_by(_tags.c.grp, _tags.c.name)
+        if not include_disabled:
+            query = query.where(_tags.c.enabled.is_(True))
+        with self.engine.connect() as conn:
+            return [_tag(r) for r in conn.execute(query)]
+
+    def tag(self, name: str) -> TagRecord:
+        """The tag called ``name`` (case-insensitive), or :class:`NotFoundError`."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_tags).where(func.lower(_tags.c.name) == name.strip().lower())).first()
+        if row is None:
+            raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
+        return _tag(row)
+
+    def find(self, name: str) -> TagRecord | None:
+        try:
+            return self.tag(name)
+        except NotFoundError:
+            return None
+
+    def add_tag(
+        self,
+        name: str,
+        group: str = "other",
+        prompts: Sequence[str] = (),
+        kind: str = "prompts",
+        threshold: float | None = None,
+    ) -> TagRecord:
+        name = name.strip()
+        if not name:
+            raise StoreError("A tag needs a name.", title="Empty tag name")
+        if self.find(name) is not None:
+            raise StoreError(f'A tag called "{name}" already exists.', title="Tag exists")
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_tags).values(
+                    name=name,
+                    grp=group,
+                    kind=kind,
+                    prompts=json.dumps(list(prompts)),
+                    enabled=True,
+                    threshold=threshold,
+                    created_at=_now(),
+                )
+            )
+        return self.tag(name)
+
+    def update_tag(self, tag_id: int, **changes: Any) -> TagRecord:
+        """Change ``name``, ``group``, ``kind``, ``prompts``, ``enabled`` or ``threshold``."""
+        values: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key == "prompts":
+                values["prompts"] = json.dumps(list(value))
+            elif key == "group":
+                values["grp"] = value
+            elif key in ("name", "kind", "enabled", "threshold"):
+                values[key] = value
+            else:
+                raise ValueError(f"unknown tag field {key}")
+        if "name" in values:
+            other = self.find(values["name"])
+            if other is not None and other.id != tag_id:
+                raise StoreError(f'A tag called "{values["name"]}" already exists.', title="Tag exists")
+        with self.engine.begin() as conn:
+            conn.execute(update(_tags).where(_tags.c.id == tag_id).values(**values))
+            row = conn.execute(select(_tags).where(_tags.c.id == tag_id)).first()
+        if row is None:
+            raise NotFoundError(f"Tag #{tag_id} no longer exists.")
+        return _tag(row)
+
+    def delete_tag(self, tag_id: int) -> None:
+        """Delete a tag with everything hanging off it (photo tags, overrides, vectors)."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(_tags).where(_tags.c.id == tag_id))
+
+    # ---- tags on photos ------------------------------------------------------------------
+
+    def counts(self) -> dict[int, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_image_tags.c.tag_id, func.count()).group_by(_image_tags.c.tag_id))
+            return {r[0]: int(r[1]) for r in rows}
+
+    def tags_of(self, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]:
+        """The tags each photo carries, best first (tags the user added first of all)."""
+        out: dict[int, list[ImageTagRecord]] = {i: [] for i in image_ids}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(image_ids)):
+                rows = conn.execute(
+                    select(
+                        _image_tags.c.image_id,
+                        _image_tags.c.tag_id,
+                        _tags.c.name,
+                        _tags.c.grp,
+                        _image_tags.c.source,
+                        _image_tags.c.score,
+                    )
+                    .join(_tags, _tags.c.id == _image_tags.c.tag_id)
+                    .where(and_(_image_tags.c.image_id.in_(chunk), _tags.c.enabled.is_(True)))
+                )
+                for r in rows:
+                    out[r[0]].append(ImageTagRecord(r[1], r[2], r[3], r[4], float(r[5])))
+        for tags in out.values():
+            tags.sort(key=lambda t: (t.source != TagSource.USER, -t.score, t.name))
+        return out
+
+    def image_ids(self, all_of: Sequence[int] = (), none_of: Sequence[int] = ()) -> np.ndarray:
+        """Ids of photos carrying every tag in ``all_of`` and none in ``none_of``.
+
+        With an empty ``all_of`` this means every photo that has a row in ``images``.
+        """
+        with self.engine.connect() as conn:
+
+            def with_tag(tag_id: int) -> set[int]:
+                query = select(_image_tags.c.image_id).where(_image_tags.c.tag_id == tag_id)
+                return set(conn.execute(query).scalars())
+
+            if all_of:
+                keep = with_tag(all_of[0])
+                for tag_id in all_of[1:]:
+                    keep &= with_tag(tag_id)
+            else:
+                keep = set(conn.execute(select(_images.c.id)).scalars())
+            for tag_id in none_of:
+                keep -= with_tag(tag_id)
+        return np.fromiter(sorted(keep), np.int64, len(keep))
+
+    def images_with_tag(self, tag_id: int, limit: int | None = None) -> list[tuple[int, float, str]]:
+        """(image_id, score, source) of photos carrying a tag: hand-added first, then by score."""
+        query = (
+            select(_image_tags.c.image_id, _image_tags.c.score, _image_tags.c.source)
+            .where(_image_tags.c.tag_id == tag_id)
+            .order_by((_image_tags.c.source != TagSource.USER), _image_tags.c.score.desc(), _image_tags.c.image_id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [(r[0], float(r[1]), r[2]) for r in conn.execute(query)]
+
+    def set_by_user(self, image_ids: Sequence[int], tag_id: int, present: bool) -> None:
+        """The user puts a tag on photos, or takes it off: this wins over every re-tagging."""
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_overrides).prefix_with("OR REPLACE"),
+                [{"image_id": i, "tag_id": tag_id, "present": present, "created_at": now} for i in image_ids],
+            )
+            for chunk in _chunks(list(image_ids)):
+                conn.execute(
+                    delete(_image_tags).where(and_(_image_tags.c.tag_id == tag_id, _image_tags.c.image_id.in_(chunk)))
+                )
+            if present:
+                conn.execute(
+                    insert(_image_tags),
+                    [{"image_id": i, "tag_id": tag_id, "source": TagSource.USER, "score": 1.0} for i in image_ids],
+                )
+
+    def clear_by_user(self, image_ids: Sequence[int], tag_id: int) -> None:
+        """Forget the user's decision on these photos (the automatic tagging decides again)."""
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(image_ids)):
+                conn.execute(
+                    delete(_overrides).where(and_(_overrides.c.tag_id == tag_id, _overrides.c.image_id.in_(chunk)))
+                )
+                conn.execute(
+                    delete(_image_tags).where(
+                        and_(
+                            _image_tags.c.tag_id == tag_id,
+                            _image_tags.c.image_id.in_(chunk),
+                            _image_tags.c.source == TagSource.USER,
+                        )
+                    )
+                )
+
+    def examples(self, tag_id: int) -> tuple[list[int], list[int]]:
+        """(positives, negatives): photos the user put this tag on, and took it off."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_overrides.c.image_id, _overrides.c.present)
+                .where(_overrides.c.tag_id == tag_id)
+                .order_by(_overrides.c.image_id)
+            ).all()
+        return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
+
+    def replace_automatic(self, rows: Sequence[Assignment], tag_ids: Sequence[int] | None = None) -> int:
+        """Re-tagging: swap every automatic row (of ``tag_ids``, or of all tags) for ``rows``.
+
+        One transaction, so readers see the old tags until the new ones are complete.
+        Returns how many rows were written.
+        """
+        with self.engine.begin() as conn:
+            cond: ColumnElement[bool] = _image_tags.c.source.in_(TagSource.AUTOMATIC)
+            if tag_ids is not None:
+                cond = and_(cond, _image_tags.c.tag_id.in_(list(tag_ids)))
+            conn.execute(delete(_image_tags).where(cond))
+            decided = removed_pairs(conn)
+            keep = [r for r in rows if (r[0], r[1]) not in decided] if decided else list(rows)
+            if keep:
+                conn.exec_driver_sql(
+                    "INSERT INTO image_tags (image_id, tag_id, source, score) VALUES (?, ?, ?, ?)", keep
+                )
+            return len(keep)
+
+    # ---- per-model tag vectors -----------------------------------------------------------
+
+    def vectors(self, model_id: int) -> dict[int, TagVectorRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_tag_vectors).where(_tag_vectors.c.model_id == model_id))
+            return {
+                r.tag_id: TagVectorRecord(r.tag_id, r.fingerprint, r.vector, r.bias, r.threshold, r.precision, r.recall)
+                for r in rows
+            }
+
+    def save_vectors(self, model_id: int, records: Sequence[TagVectorRecord]) -> None:
+        if not records:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(_tag_vectors).prefix_with("OR REPLACE"),
+                [
+                    {
+                        "tag_id": r.tag_id,
+                        "model_id": model_id,
+                        "fingerprint": r.fingerprint,
+                        "vector": r.vector,
+                        "bias": r.bias,
+                        "threshold": r.threshold,
+                        "precision": r.precision,
+                        "recall": r.recall,
+                    }
+                    for r in records
+                ],
+            )
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(_meta).prefix_with("OR REPLACE"), [{"key": key, "value": value}])
