@@ -13,7 +13,8 @@ Raw cosine similarities are not comparable across tags (some prompts sit closer 
 every photo than others), so zero-shot scores are calibrated into a probability
 that the tag describes the photo better than its competitors: a set of generic
 background prompts ("a photo.", "an image.") and, in *exclusive* groups (indoors /
-outdoors), the other tags of the group. That is a softmax at the model's own
+outdoors), the other tags of the group. A vocabulary without background prompts
+(the toy world's) makes every tag compete with the whole vocabulary instead. That is a softmax at the model's own
 temperature, so one threshold (0.5 by default) means the same for every tag.
 
 Re-tagging the whole library is one matrix product over the vectors in memory and
@@ -186,10 +187,14 @@ class TagModel:
         if self.background.shape[1]:
             bg_logits = (vectors @ self.background) * self.temperature
             bg = _logsumexp(bg_logits, axis=1)
+            denom = np.logaddexp(logits, bg[:, None])
         else:
             bg = np.full(n, -np.inf, np.float32)
+            # No background prompts: a tag competes with the whole vocabulary (plain CLIP softmax).
+            zero_shot = ~self.taught
+            vocab = _logsumexp(logits[:, zero_shot], axis=1) if zero_shot.any() else bg
+            denom = np.broadcast_to(vocab[:, None], logits.shape).copy()
         # Zero-shot: p = exp(l) / (exp(l) + exp(bg) [+ rivals in an exclusive group]).
-        denom = np.logaddexp(logits, bg[:, None])
         for cols in self.exclusive_groups:
             group_lse = _logsumexp(logits[:, cols], axis=1)
             denom[:, cols] = np.logaddexp(group_lse, bg)[:, None]
@@ -255,6 +260,23 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, weights: np.ndarray, l2: float = 
         if np.max(np.abs(step)) < 1e-6:
             break
     return w[:-1].astype(np.float32), float(w[-1])
+
+
+def fit_pu(x: np.ndarray, y: np.ndarray, unlabelled: np.ndarray) -> tuple[np.ndarray, float]:
+    """Fit on positives against negatives and unlabelled photos, then once more without the
+    unlabelled photos the first fit already takes for positives.
+
+    The unlabelled background is mostly negatives, but it also holds the very photos the
+    user wants found; left in as negatives they would teach the classifier to reject
+    them. Dropping the likely positives and refitting (the "reliable negatives" step of
+    positive-unlabelled learning) lets them through.
+    """
+    w, b = fit_logistic(x, y, _balanced_weights(y, unlabelled))
+    likely = unlabelled & (x @ w + b > 0)
+    if likely.any():
+        keep = ~likely
+        w, b = fit_logistic(x[keep], y[keep], _balanced_weights(y[keep], unlabelled[keep]))
+    return w, b
 
 
 def _balanced_weights(y: np.ndarray, unlabelled: np.ndarray) -> np.ndarray:
@@ -554,13 +576,13 @@ class Tagger:
         y = np.concatenate([np.ones(len(xp)), np.zeros(len(xn) + len(xu))])
         unl = np.concatenate([np.zeros(len(xp) + len(xn), bool), np.ones(len(xu), bool)])
         threshold, precision, recall = self._cross_validate(x, y, unl)
-        w, b = fit_logistic(x, y, _balanced_weights(y, unl))
+        w, b = fit_pu(x, y, unl)
         fp = _fingerprint("example", list(pos), list(neg))
         return TagVectorRecord(tag.id, fp, w.tobytes(), b, threshold, precision, recall)
 
     @staticmethod
     def _cross_validate(x: np.ndarray, y: np.ndarray, unl: np.ndarray) -> tuple[float, float | None, float | None]:
-        """Held-out estimate: k-fold over the examples; pick the threshold with the best F1.
+        """Held-out estimate: k-fold over the examples, then a threshold and its precision and recall.
 
         With fewer than three positives there is nothing to hold out; the threshold
         stays at 0.5 and the precision is reported as unknown.
@@ -577,21 +599,23 @@ class Tagger:
         scores = np.empty(len(y))
         for f in range(folds):
             train, test = fold_of != f, fold_of == f
-            w, b = fit_logistic(x[train], y[train], _balanced_weights(y[train], unl[train]))
+            w, b = fit_pu(x[train], y[train], unl[train])
             scores[test] = 1.0 / (1.0 + np.exp(-np.clip(x[test] @ w + b, -30, 30)))
-        best = (0.5, -1.0, 0.0, 0.0)
-        for t in np.unique(scores[y == 1]):
-            predicted = scores >= t
-            tp = float((predicted & (y == 1)).sum())
-            prec = tp / max(float(predicted.sum()), 1.0)
-            rec = tp / n_pos
-            f1 = 2 * prec * rec / max(prec + rec, 1e-9)
-            if f1 > best[1]:
-                # Place the threshold halfway down to the next lower score, not on a positive.
-                below = scores[scores < t]
-                thr = float((t + below.max()) / 2) if len(below) else float(t)
-                best = (thr, f1, prec, rec)
-        return best[0], round(best[2], 4), round(best[3], 4)
+        # Unlabelled photos may show the tag too (that is the point of teaching), so they
+        # cannot set the threshold by themselves: it goes halfway between the weakest
+        # held-out positive and what the bulk of the rest scores (the 95th percentile of
+        # unlabelled photos, or the strongest counter-example if higher). Precision counts
+        # unlabelled hits as false, so it is a lower bound.
+        weakest = float(scores[y == 1].min())
+        rest = [float(np.quantile(scores[unl], 0.95))] if unl.any() else []
+        if ((y == 0) & ~unl).any():
+            rest.append(float(scores[(y == 0) & ~unl].max()))
+        threshold = min((weakest + max(rest)) / 2, weakest) if rest else weakest
+        predicted = scores >= threshold
+        tp = float((predicted & (y == 1)).sum())
+        precision = tp / max(float(predicted.sum()), 1.0)
+        recall = tp / n_pos
+        return threshold, round(precision, 4), round(recall, 4)
 
     def rename(self, name: str, new_name: str) -> TagRecord:
         return self.tags.update_tag(self.tags.tag(name).id, name=new_name)

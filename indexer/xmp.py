@@ -81,6 +81,10 @@ def _load(path: Path) -> tuple[ET.Element, ET.Element]:
     """The sidecar's tree and its first rdf:Description (a fresh skeleton if there is no file)."""
     if path.exists():
         try:
+            # Keep the file's own prefixes (darktable:, xmp:, …) instead of ElementTree's ns0:.
+            for _, (prefix, uri) in ET.iterparse(path, events=("start-ns",)):
+                if prefix and not prefix.startswith("ns"):
+                    ET.register_namespace(prefix, uri)
             root = ET.parse(path).getroot()
         except (ET.ParseError, OSError) as exc:
             raise XmpError(

@@ -23,6 +23,7 @@ from store.records import (
     ScanChanges,
 )
 from store.schema import ImageStatus
+from store.tags import TagStore
 
 
 @pytest.fixture
@@ -169,10 +170,14 @@ def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as conn:  # make it look like a library written by schema v1
         conn.execute("ALTER TABLE folders DROP COLUMN online")
+        for table in ("image_tags", "tag_overrides", "tag_vectors", "tags"):  # added in v3
+            conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = LibraryStore.open(path)
     try:
         assert [(f.path, f.online) for f in store.folders()] == [("/photos", True)]
+        tags = TagStore(store.engine)
+        assert tags.add_tag("beach", prompts=["a beach"]).prompts == ("a beach",)  # v3 tables exist
         store.set_folder_online("/photos", False)
         assert store.folders()[0].online is False
     finally:
