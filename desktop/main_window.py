@@ -55,6 +55,8 @@ from PySide6.QtWidgets import (
 
 from desktop.images import PREVIEW_MAX, load_image
 from desktop.results import ResultRole, ResultsModel, ThumbnailDelegate, ThumbnailProvider
+from desktop.tag_actions import TagActions
+from desktop.tags_panel import TagsPanel
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
@@ -193,6 +195,13 @@ class MainWindow(QMainWindow):
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.tags_panel = TagsPanel()
+        self.tag_actions = TagActions(self, self.tags_panel)
+        tags_dock = QDockWidget("Tags", self)
+        tags_dock.setObjectName("tags")
+        tags_dock.setWidget(self.tags_panel)
+        tags_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, tags_dock)
 
         self.state_label = QLabel("Starting…")
         self.progress = QProgressBar()
@@ -246,6 +255,7 @@ class MainWindow(QMainWindow):
         self._ready = True
         self.search_field.setPlaceholderText('Search your photos: dog on a beach, "beach" - "people", ...')
         self.services.library.start()
+        self.tag_actions.refresh()
         self.model_ready.emit()
         if self.search_field.text().strip():
             self.run_search()
@@ -376,11 +386,21 @@ class MainWindow(QMainWindow):
         menu.addAction("Copy path", lambda: QGuiApplication.clipboard().setText(self._selected_paths(index)))
         menu.addAction("Copy image", lambda: self._copy_image(result.path))
         menu.addAction("Find similar", lambda: self.search_similar(result))
+        menu.addSeparator()
+        chosen = self._selected_results(index)
+        ids = [r.image_id for r in chosen]
+        on_photos = sorted({t for r in chosen for t in r.tags})
+        menu.addAction("Add tag…", lambda: self.tag_actions.add_to(ids))
+        menu.addAction("Remove tag…", lambda: self.tag_actions.remove_from(ids, on_photos))
+        menu.addAction("Teach a tag from selection…", lambda: self.tag_actions.teach(ids))
         menu.exec(self.grid.viewport().mapToGlobal(pos))
 
-    def _selected_paths(self, fallback: QModelIndex) -> str:
+    def _selected_results(self, fallback: QModelIndex) -> list[SearchResult]:
         rows = sorted({i.row() for i in self.grid.selectedIndexes()}) or [fallback.row()]
-        return "\n".join(self.results.result(r).path for r in rows)
+        return [self.results.result(r) for r in rows]
+
+    def _selected_paths(self, fallback: QModelIndex) -> str:
+        return "\n".join(r.path for r in self._selected_results(fallback))
 
     def _copy_image(self, path: str) -> None:
         self.io_runner.submit(
@@ -475,6 +495,8 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(status.message, 10000)
         if status.state in ("idle", "paused") or (p is not None and p.done == p.total):
             self.refresh_folders()
+            if self._ready:
+                self.tag_actions.refresh()
 
     def show_failures(self) -> None:
         store = self.services.store

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from desktop.images import load_image
@@ -120,7 +120,8 @@ class ResultsModel(QAbstractListModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             size = f"{r.width}×{r.height}" if r.width else ""
             date = r.taken_at.strftime("%Y-%m-%d %H:%M") if r.taken_at else ""
-            return f"{r.path}\nscore {r.score:.3f}   {size}   {date}".rstrip()
+            tags = f"\ntags: {', '.join(r.tags)}" if r.tags else ""
+            return f"{r.path}\nscore {r.score:.3f}   {size}   {date}".rstrip() + tags
         if role == ResultRole:
             return r
         return None
@@ -168,4 +169,30 @@ class ThumbnailDelegate(QStyledItemDelegate):
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(option.palette.color(role))
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, name)
+        result = index.data(ResultRole)
+        if isinstance(result, SearchResult) and result.tags and self.size >= 96:
+            self._chips(painter, option, box, result.tags[: self.CHIPS])
         painter.restore()
+
+    CHIPS = 3
+
+    def _chips(self, painter: QPainter, option: QStyleOptionViewItem, box: QRect, tags: tuple[str, ...]) -> None:
+        """The photo's best tags as small chips over the bottom of the thumbnail."""
+        font = QFont(option.font)
+        font.setPointSizeF(max(font.pointSizeF() * 0.8, 6.0))
+        painter.setFont(font)
+        metrics = QFontMetrics(font)
+        x, y = box.left() + 4, box.bottom() - metrics.height() - 6
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        for tag in tags:
+            text = metrics.elidedText(tag, Qt.TextElideMode.ElideRight, 80)
+            w = metrics.horizontalAdvance(text) + 10
+            if x + w > box.right() - 2:
+                break
+            chip = QRect(x, y, w, metrics.height() + 2)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(0, 0, 0, 150))
+            painter.drawRoundedRect(chip, chip.height() / 2, chip.height() / 2)
+            painter.setPen(QColor(255, 255, 255))
+            painter.drawText(chip, Qt.AlignmentFlag.AlignCenter, text)
+            x += w + 3

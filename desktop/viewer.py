@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -13,6 +14,12 @@ from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QSizePo
 from desktop.images import PREVIEW_MAX, load_image
 from desktop.workers import TaskRunner
 from indexer.search import SearchResult
+
+
+def chips_html(tags: tuple[str, ...]) -> str:
+    """Tags as chips in a QLabel (rich text: padded, shaded spans)."""
+    chip = '<span style="background-color:#3d5a80; color:white;">&nbsp;{}&nbsp;</span>'
+    return "&nbsp;".join(chip.format(html.escape(t)) for t in tags) if tags else "<i>no tags</i>"
 
 
 def describe(result: SearchResult) -> str:
@@ -52,6 +59,8 @@ class Viewer(QDialog):
         self.image.setMinimumSize(200, 150)
         self.info = QLabel(textInteractionFlags=Qt.TextInteractionFlag.TextSelectableByMouse)
         self.info.setWordWrap(True)
+        self.tags = QLabel(textFormat=Qt.TextFormat.RichText)
+        self.tags.setToolTip("Tags on this photo (edit them from the grid's menu)")
         similar = QPushButton("Find similar")
         similar.clicked.connect(lambda: self.find_similar.emit(self.current_result))
         opener = QPushButton("Open")
@@ -76,6 +85,7 @@ class Viewer(QDialog):
         bar.addWidget(similar)
         layout = QVBoxLayout(self)
         layout.addWidget(self.image, 1)
+        layout.addWidget(self.tags)
         layout.addLayout(bar)
         self.show_current()
 
@@ -92,6 +102,7 @@ class Viewer(QDialog):
     def show_current(self) -> None:
         result = self.current_result
         self.info.setText(describe(result))
+        self.tags.setText(chips_html(result.tags))
         self.setWindowTitle(f"{result.path} — Glimpse")
         self._pixmap = None
         self.image.setText("Loading…")

@@ -49,7 +49,8 @@ def main() -> int:
             QTimer.singleShot(300, wait_indexed)
             return
         win.refresh_folders()
-        win.search_field.setText("a blue star")
+        win.tag_actions.refresh()
+        win.search_field.setText("a star tag:blue")
         win.run_search()
         QTimer.singleShot(2500, shot_main)
 

@@ -146,3 +146,40 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     dialog.accept()
     saved = Settings.load(paths.settings_file)
     assert (saved.model, saved.device, saved.threads) == ("ViT-B-32", "cpu", 2)
+
+
+def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path) -> None:
+    win = window
+    root = tmp_path / "Photos"
+    _photos(root)
+    win.add_folder(str(root))
+    _wait_indexed(qtbot, win, 37)
+    win.tag_actions.refresh()
+    qtbot.waitUntil(lambda: (win.tags_panel.row("star") or None) is not None and win.tags_panel.row("star").photos >= 6,
+                    timeout=30_000)  # fmt: skip
+    # Clicking a tag in the panel filters the grid through the query language.
+    group = next(g for g in win.tags_panel._groups() if g.text(0) == "shape")
+    item = next(group.child(j) for j in range(group.childCount()) if group.child(j).text(0) == "star")
+    with qtbot.waitSignal(win.results_shown, timeout=30_000) as blocker:
+        win.tags_panel.tree.itemClicked.emit(item, 0)
+    assert win.search_field.text() == "tag:star"
+    stars = blocker.args[0]
+    assert len(stars) >= 6 and all("star" in r.tags for r in stars)
+    assert sum("star" in Path(r.path).name for r in stars) >= 6
+
+    # Tag a selection by hand; the chip shows up on the next search and survives a re-tag.
+    circle = next(r for r in _search(qtbot, win, "a red circle") if "red-circle" in r.path)
+    with qtbot.waitSignal(win.tag_actions.action_done, timeout=30_000):
+        win.tag_actions.add_to([circle.image_id], "favourite")
+    results = _search(qtbot, win, "tag:favourite")
+    assert [r.path for r in results] == [circle.path] and "favourite" in results[0].tags
+    win.open_viewer(0)
+    assert win._viewer is not None and "favourite" in win._viewer.tags.text()
+    win._viewer.close()
+
+    # Teach from the two blue stars; the report carries the tagged count.
+    blues = [r.image_id for r in _search(qtbot, win, "a blue star")[:2]]
+    with qtbot.waitSignal(win.tag_actions.action_done, timeout=30_000) as done:
+        win.tag_actions.teach(blues, "sky stars")
+    assert 'Taught "sky stars" from 2 photos' in done.args[0]
+    qtbot.waitUntil(lambda: win.tags_panel.row("sky stars") is not None, timeout=30_000)

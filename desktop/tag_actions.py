@@ -1,0 +1,201 @@
+"""What the user can do with tags in the window: filter, edit the vocabulary, tag a selection, teach.
+
+Every action runs on the model thread (a vocabulary edit may embed new prompts, and
+re-tags the library from its stored vectors), then refreshes the Tags panel and the
+current search, so the grid's chips and the panel's counts stay true.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QInputDialog, QLineEdit, QMessageBox
+
+from desktop.tags_panel import TagRow, TagsPanel
+from indexer.query import QueryError, parse_query
+
+if TYPE_CHECKING:
+    from desktop.main_window import MainWindow
+
+log = logging.getLogger(__name__)
+
+
+def toggle_tag_filter(query: str, tag: str) -> str:
+    """Add ``tag:"name"`` to a query, or take it out if it is there (the query language is shared)."""
+    token = f'tag:"{tag}"' if " " in tag else f"tag:{tag}"
+    try:
+        present = tag.lower() in (t.lower() for t in parse_query(query).tags)
+    except QueryError:
+        present = False
+    if present:
+        return " ".join(query.replace(token, " ").split())
+    return f"{query} {token}".strip()
+
+
+class TagActions(QObject):
+    tags_refreshed = Signal(list)  # list[TagRow]
+    action_done = Signal(str)  # a short report of what was done
+
+    def __init__(self, window: MainWindow, panel: TagsPanel) -> None:
+        super().__init__(window)
+        self.window = window
+        self.panel = panel
+        self.services = window.services
+        panel.tag_activated.connect(self.filter_by)
+        panel.new_tag_requested.connect(self.new_tag)
+        panel.rename_requested.connect(self.rename)
+        panel.prompts_requested.connect(self.edit_prompts)
+        panel.enable_requested.connect(self.set_enabled)
+        panel.delete_requested.connect(self.delete)
+
+    # ---- reading ------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        tags, tagger = self.services.tags, self.services.tagger
+
+        def read() -> list[TagRow]:
+            tagger.ensure_vocabulary()
+            counts = tags.counts()
+            return [TagRow(t.name, t.group, t.kind, t.enabled, counts.get(t.id, 0), t.prompts) for t in tags.tags()]
+
+        self.window.io_runner.submit(read, on_result=self._show, on_error=self.window.show_error)
+
+    def _show(self, rows: list[TagRow]) -> None:
+        self.panel.set_tags(rows)
+        self.tags_refreshed.emit(rows)
+
+    def filter_by(self, tag: str) -> None:
+        self.window.run_search(toggle_tag_filter(self.window.search_field.text(), tag))
+
+    # ---- changing -----------------------------------------------------------------------------
+
+    def _run(self, work: Callable[[], Any], done: Callable[[Any], str]) -> None:
+        """Run ``work`` on the model thread; then report, refresh the panel and the results."""
+
+        def finished(value: Any) -> None:
+            message = done(value)
+            self.window.state_label.setText(message)
+            self.refresh()
+            if self.window.search_field.text().strip():
+                self.window.run_search()
+            self.action_done.emit(message)
+
+        self.window.model_runner.submit(work, on_result=finished, on_error=self.window.show_error)
+
+    def new_tag(self) -> None:
+        name, ok = QInputDialog.getText(self.window, "New tag", "Tag name:")
+        if not ok or not name.strip():
+            return
+        prompts, ok = QInputDialog.getText(
+            self.window,
+            "New tag",
+            f'Phrases that describe "{name.strip()}", separated by commas\n(leave empty to use the name):',
+        )
+        if ok:
+            self.create(name.strip(), [p.strip() for p in prompts.split(",") if p.strip()])
+
+    def create(self, name: str, prompts: list[str]) -> None:
+        tagger = self.services.tagger
+
+        def work() -> int:
+            tagger.add_tag(name, prompts)
+            return tagger.retag().assigned
+
+        self._run(work, lambda _n: f'Added tag "{name}"; the library was re-tagged.')
+
+    def rename(self, name: str) -> None:
+        new, ok = QInputDialog.getText(
+            self.window, "Rename tag", f'New name for "{name}":', QLineEdit.EchoMode.Normal, name
+        )
+        if ok and new.strip() and new.strip() != name:
+            tagger = self.services.tagger
+            self._run(lambda: tagger.rename(name, new.strip()), lambda _t: f'Renamed "{name}" to "{new.strip()}".')
+
+    def edit_prompts(self, name: str) -> None:
+        row = self.panel.row(name)
+        current = ", ".join(row.prompts) if row is not None else ""
+        text, ok = QInputDialog.getText(
+            self.window, "Edit prompts", f'Phrases that describe "{name}" (commas between):', text=current
+        )
+        if not ok:
+            return
+        prompts = [p.strip() for p in text.split(",") if p.strip()]
+        tagger = self.services.tagger
+
+        def work() -> None:
+            tagger.edit(name, prompts=prompts or [name])
+            tagger.retag()
+
+        self._run(work, lambda _r: f'Updated "{name}"; the library was re-tagged.')
+
+    def set_enabled(self, name: str, enabled: bool) -> None:
+        tagger = self.services.tagger
+
+        def work() -> None:
+            tagger.edit(name, enabled=enabled)
+            tagger.retag()
+
+        self._run(work, lambda _r: f'Turned "{name}" {"on" if enabled else "off"}.')
+
+    def delete(self, name: str) -> None:
+        answer = QMessageBox.question(
+            self.window, "Delete tag", f'Delete "{name}" and take it off every photo? Photos are not touched.'
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            tagger = self.services.tagger
+            self._run(lambda: tagger.delete(name), lambda _r: f'Deleted tag "{name}".')
+
+    # ---- the selection ------------------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        return sorted(r.name for r in self.panel._rows)
+
+    def add_to(self, image_ids: list[int], name: str | None = None) -> None:
+        if name is None:
+            name, ok = QInputDialog.getItem(
+                self.window, "Add tag", f"Tag for {len(image_ids)} photo(s):", self._names(), 0, True
+            )
+            if not ok or not name.strip():
+                return
+        tagger, tag = self.services.tagger, name.strip()
+        self._run(lambda: tagger.tag_photos(tag, image_ids, True), lambda _t: f'Tagged {len(image_ids)} "{tag}".')
+
+    def remove_from(self, image_ids: list[int], on_photos: list[str], name: str | None = None) -> None:
+        if name is None:
+            if not on_photos:
+                QMessageBox.information(self.window, "Remove tag", "The selected photos have no tags.")
+                return
+            name, ok = QInputDialog.getItem(
+                self.window, "Remove tag", f"Take off {len(image_ids)} photo(s):", on_photos, 0, False
+            )
+            if not ok:
+                return
+        tagger, tag = self.services.tagger, name
+        self._run(
+            lambda: tagger.tag_photos(tag, image_ids, False), lambda _t: f'Took "{tag}" off {len(image_ids)} photos.'
+        )
+
+    def teach(self, image_ids: list[int], name: str | None = None) -> None:
+        if name is None:
+            name, ok = QInputDialog.getText(
+                self.window,
+                "Teach a tag",
+                f"Name of what the {len(image_ids)} selected photos show\n"
+                "(Glimpse learns it from them and finds it in the whole library):",
+            )
+            if not ok or not name.strip():
+                return
+        tagger, tag = self.services.tagger, name.strip()
+
+        def done(report: Any) -> str:
+            estimate = (
+                f"estimated precision {report.precision:.0%}"
+                if report.precision is not None
+                else "mark three or more photos for a precision estimate"
+            )
+            return f'Taught "{report.tag}" from {report.positives} photos: {report.tagged} tagged, {estimate}.'
+
+        self._run(lambda: tagger.teach(tag, image_ids), done)
