@@ -20,3 +20,5 @@ if [ -z "$folder" ]; then
 fi
 .venv/bin/glimpse index "$folder"
 .venv/bin/glimpse search "$query" -k 5
+echo "Most frequent automatic tags:"
+.venv/bin/glimpse tags list | head -n 8
