@@ -123,12 +123,26 @@ class SearchService:
             ok = set(allowed.tolist()) if allowed is not None else None
             keep = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
         else:
-            vectors = self._vectors()
-            vec, query_ids = self.query_vector(query, vectors)
-            hits = vectors.search(vec, k + len(query_ids), allowed)
-            keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in query_ids]
-            keep = keep[:k]
+            vec, query_ids = self.query_vector(query, self._vectors())
+            keep = self._rank(vec, k, allowed, query_ids)
         return self._results(keep)
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        folders: Sequence[str] | None = None,
+        filters: Query | None = None,
+        exclude: set[int] | None = None,
+    ) -> list[SearchResult]:
+        """Rank the library against a ready-made unit vector (object search), with the usual filters."""
+        allowed = self._allowed(filters or Query(()), folders)
+        return self._results(self._rank(vector, k, allowed, exclude or set()))
+
+    def _rank(self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int]) -> list[tuple[int, float]]:
+        hits = self._vectors().search(vec, k + len(exclude), allowed)
+        keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in exclude]
+        return keep[:k]
 
     def _results(self, keep: Sequence[tuple[int, float]]) -> list[SearchResult]:
         records = self.store.images([i for i, _ in keep])

@@ -192,6 +192,7 @@ class SamSegmenter:
         device: str = "cpu",
         cache_size: int = 8,
         allow_download: bool = True,
+        cache_dir: Path | None = None,
     ) -> None:
         self.spec = spec
         self.models_dir = models_dir
@@ -203,6 +204,7 @@ class SamSegmenter:
         self._cache: OrderedDict[str, tuple[Any, tuple[int, int], tuple[int, int]]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.RLock()
+        self.cache_dir = cache_dir  # optional: encodings on disk, keyed by model and photo content
 
     # ---- loading ----------------------------------------------------------------------------
 
@@ -253,6 +255,8 @@ class SamSegmenter:
         with self._lock:
             p = self._predictor
             cached = self._cache.get(key) if key is not None else None
+            if cached is None and key is not None:
+                cached = self._read_disk(key)
             if cached is not None and cached[1] == image.shape[:2]:
                 self._cache.move_to_end(key)  # type: ignore[arg-type]
                 p.features, p.original_size, p.input_size = cached
@@ -261,9 +265,51 @@ class SamSegmenter:
             p.set_image(image)
             self.encoder_calls += 1
             if key is not None:
-                self._cache[key] = (p.features, p.original_size, p.input_size)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                self._remember(key, (p.features, p.original_size, p.input_size))
+                self._write_disk(key)
+
+    def _remember(self, key: str, entry: tuple[Any, tuple[int, int], tuple[int, int]]) -> None:
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def _disk_path(self, key: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha1(f"{self.spec.name}:{key}".encode()).hexdigest()
+        return self.cache_dir / f"{digest}.npz"
+
+    def _read_disk(self, key: str) -> tuple[Any, tuple[int, int], tuple[int, int]] | None:
+        path = self._disk_path(key)
+        if path is None or not path.exists():
+            return None
+        import torch
+
+        try:
+            with np.load(path) as data:
+                features = torch.from_numpy(data["features"].astype(np.float32)).to(self._predictor.device)
+                entry = (features, tuple(data["original"].tolist()), tuple(data["input"].tolist()))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring a damaged segmentation cache file %s: %s", path, exc)
+            return None
+        self._remember(key, entry)
+        return entry
+
+    def _write_disk(self, key: str) -> None:
+        path = self._disk_path(key)
+        if path is None:
+            return
+        p = self._predictor
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(
+            tmp,
+            features=p.features.detach().cpu().numpy().astype(np.float16),
+            original=np.asarray(p.original_size),
+            input=np.asarray(p.input_size),
+        )
+        os.replace(tmp, path)
 
     def predict(
         self, points: np.ndarray | None, labels: np.ndarray | None, box: np.ndarray | None = None

@@ -10,17 +10,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from indexer.decode import register_heif
 from indexer.embedder import Embedder, OpenClipEmbedder
 from indexer.models import ModelSpec, resolve_model
+from indexer.objects import ObjectSearch
 from indexer.pipeline import IndexingPipeline, PipelineConfig
 from indexer.search import SearchService
+from indexer.segment import DEFAULT_SEGMENTER, SEGMENTERS, SamSegmenter, Segmenter
 from indexer.service import LibraryService
 from indexer.tagging import Tagger, vocabulary_for
 from indexer.thumbnails import ThumbnailCache
+from store.errors import StoreError
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.tags import TagStore
@@ -40,6 +45,9 @@ class Settings:
     batch_size: int | None = None
     decode_workers: int | None = None
     vocabulary: str | None = None  # a tag vocabulary file; None: the one that fits the model
+    segmenter: str = DEFAULT_SEGMENTER  # mobile_sam, sam_vit_b, sam_vit_l, sam_vit_h
+    sam_weights: str | None = None  # a checkpoint file instead of the model folder / download
+    segment_disk_cache: bool = False  # keep image encodings on disk (about 2 MB per photo)
 
     @classmethod
     def load(cls, path: Path) -> Settings:
@@ -78,13 +86,47 @@ class Services:
     library: LibraryService
     tags: TagStore
     tagger: Tagger
+    objects: ObjectSearch
 
     def close(self) -> None:
         self.library.stop()
         self.store.close()
 
 
-def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | None = None) -> Services:
+def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Callable[[], Segmenter]:
+    """The segmenter is heavy and optional: built on first use, once, from the settings."""
+    if settings.segmenter not in SEGMENTERS:
+        raise StoreError(
+            f'Unknown segmentation model "{settings.segmenter}"; choose one of {", ".join(SEGMENTERS)}.',
+            title="Unknown segmentation model",
+        )
+    spec = SEGMENTERS[settings.segmenter]
+    built: list[Segmenter] = []
+    lock = threading.Lock()
+
+    def get() -> Segmenter:
+        with lock:
+            if not built:
+                built.append(
+                    SamSegmenter(
+                        spec,
+                        paths.models_dir,
+                        Path(settings.sam_weights).expanduser() if settings.sam_weights else None,
+                        device=device,
+                        cache_dir=paths.cache_dir / "segments" if settings.segment_disk_cache else None,
+                    )
+                )
+            return built[0]
+
+    return get
+
+
+def build_services(
+    paths: AppPaths,
+    settings: Settings,
+    embedder: Embedder | None = None,
+    segmenter: Callable[[], Segmenter] | None = None,
+) -> Services:
     """Open the library at ``paths`` and wire up the services (the model loads lazily)."""
     paths.ensure()
     register_heif()
@@ -101,4 +143,8 @@ def build_services(paths: AppPaths, settings: Settings, embedder: Embedder | Non
     pipeline.tagger = tagger.assign
     search = SearchService(store, embedder, pipeline.vectors, tags)
     library = LibraryService(store, pipeline, tagger)
-    return Services(paths, settings, model, store, embedder, thumbnails, pipeline, search, library, tags, tagger)
+    device = "cpu" if settings.device in ("auto", "mps") else settings.device
+    objects = ObjectSearch(store, embedder, search, segmenter or segmenter_factory(paths, settings, device))
+    return Services(
+        paths, settings, model, store, embedder, thumbnails, pipeline, search, library, tags, tagger, objects
+    )
