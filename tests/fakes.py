@@ -78,7 +78,7 @@ class FloodFillSegmenter:
             for (x, y), label in zip(points, labels, strict=True):
                 if label != 1:
                     continue
-                x, y = int(round(x)), int(round(y))
+                x, y = round(float(x)), round(float(y))
                 seed = self.image[y, x].astype(int)
                 close = np.abs(self.image.astype(int) - seed).sum(axis=2) <= self.tolerance
                 queue = deque([(y, x)])
@@ -88,7 +88,7 @@ class FloodFillSegmenter:
                         mask[cy, cx] = True
                         queue.extend(((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)))
         elif box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0, x1, y1 = (round(float(v)) for v in box)
             mask[y0:y1, x0:x1] = True
         whole = np.ones((h, w), bool)
         return Prediction(np.stack([mask, mask, whole]), np.array([0.95, 0.6, 0.1], np.float32))
