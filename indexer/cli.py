@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from indexer import cli_tags
-from indexer.errors import GlimpseError, NotFoundError
+from indexer import cli_segment, cli_tags
+from indexer.errors import GlimpseError, NotFoundError, QueryError
 from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
 from indexer.pipeline import Control, IndexReport, Progress
 from indexer.search import SearchResult
@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="a weights file for the model, instead of downloading")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--segmenter", help="segmentation model: mobile_sam (default), sam_vit_b, sam_vit_l, sam_vit_h")
+    p.add_argument("--sam-weights", help="a SAM / MobileSAM checkpoint file, instead of the model folder")
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -64,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
         ("similar", "find photos similar to an image"),
     ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("query" if name == "search" else "image")
+        if name == "search":
+            s.add_argument("query", nargs="?", help="the query (leave out with --object or --region)")
+            s.add_argument(
+                "--object", type=Path, metavar="IMAGE", help="search for an object of IMAGE (with --point/--box)"
+            )
+            s.add_argument("--region", type=Path, metavar="IMAGE", help="search for a rectangle of IMAGE (with --box)")
+            cli_segment.add_prompt_arguments(s)
+        else:
+            s.add_argument("image")
         s.add_argument("-k", "--top", type=int, default=20, dest="k", help="number of results (default 20)")
         s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
         s.add_argument("--tag", action="append", default=[], help="only photos with this tag (repeatable)")
@@ -90,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     fl.add_argument("--json", action="store_true")
 
     cli_tags.add_parser(sub)
+    cli_segment.add_parser(sub)
 
     s = sub.add_parser("doctor", help="check the library's consistency and repair it")
     s.add_argument("--json", action="store_true")
@@ -196,6 +207,18 @@ def _print_results(results: list[SearchResult], as_json: bool) -> None:
 
 
 def cmd_search(svc: Services, args: argparse.Namespace) -> int:
+    filters = {"k": args.k, "folders": args.folder, "tags": args.tag, "without_tags": args.without_tag}
+    if args.object is not None:
+        seg = cli_segment.segment_from_args(svc, args.object, args)
+        _print_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
+        return EXIT_OK
+    if args.region is not None:
+        if args.box is None:
+            raise QueryError("--region needs --box X0,Y0,X1,Y1 (photo pixels).")
+        _print_results(svc.objects.search_region(args.region, args.box, **filters), args.json)
+        return EXIT_OK
+    if not args.query:
+        raise QueryError("Give a query, or --object IMAGE --point X,Y, or --region IMAGE --box X0,Y0,X1,Y1.")
     results = svc.search.search(
         args.query,
         k=args.k,
@@ -309,6 +332,8 @@ def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
             settings.save(paths.settings_file)
     settings.device = args.device if args.device != "auto" else settings.device
     settings.threads = args.threads or settings.threads
+    settings.segmenter = args.segmenter or settings.segmenter
+    settings.sam_weights = args.sam_weights or settings.sam_weights
     if args.command == "index":
         settings.batch_size = args.batch_size or settings.batch_size
         settings.decode_workers = args.workers or settings.decode_workers
@@ -426,6 +451,7 @@ COMMANDS = {
     "folders": cmd_folders,
     "doctor": cmd_doctor,
     "tags": cli_tags.cmd_tags,
+    "segment": cli_segment.cmd_segment,
 }
 
 

@@ -175,6 +175,11 @@ class ObjectSearch:
                 self._photos.popitem(last=False)
         return photo
 
+    def full_pixels(self, photo: WorkingPhoto) -> np.ndarray:
+        """The photo upright at full resolution (for exporting a cut-out at its real size)."""
+        img, _ = open_photo(photo.path, max(photo.size))
+        return np.asarray(img, np.uint8)
+
     def segment(
         self,
         path: str | Path,

@@ -93,6 +93,10 @@ class Services:
         self.store.close()
 
 
+# The Hugging Face convention for "never touch the network", honoured for SAM weights too.
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "GLIMPSE_OFFLINE")
+
+
 def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Callable[[], Segmenter]:
     """The segmenter is heavy and optional: built on first use, once, from the settings."""
     if settings.segmenter not in SEGMENTERS:
@@ -114,6 +118,7 @@ def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Calla
                         Path(settings.sam_weights).expanduser() if settings.sam_weights else None,
                         device=device,
                         cache_dir=paths.cache_dir / "segments" if settings.segment_disk_cache else None,
+                        allow_download=not any(os.environ.get(v) == "1" for v in OFFLINE_ENV),
                     )
                 )
             return built[0]

@@ -1,0 +1,92 @@
+"""``glimpse segment`` and ``glimpse search --object``: click-to-segment from the command line.
+
+Points and boxes are in the photo's pixels as it is displayed (upright, full size):
+what an image viewer shows under the mouse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from indexer.errors import NotFoundError, QueryError
+from indexer.objects import Segmentation, cutout
+from indexer.services import Services
+
+
+def point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a point is X,Y in photo pixels, not {text!r}") from exc
+    return x, y
+
+
+def box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a box is X0,Y0,X1,Y1 in photo pixels, not {text!r}") from exc
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--point", type=point, action="append", default=[], metavar="X,Y", help="on the object")
+    p.add_argument("--negative", type=point, action="append", default=[], metavar="X,Y", help="not on it")
+    p.add_argument("--box", type=box, metavar="X0,Y0,X1,Y1", help="a box around the object")
+    p.add_argument("--candidate", type=int, default=1, choices=(1, 2, 3), help="which of the 3 masks (1 = best)")
+
+
+def add_parser(sub: Any) -> None:
+    s = sub.add_parser("segment", help="cut an object out of a photo: points and/or a box -> mask")
+    s.add_argument("image", type=Path)
+    add_prompt_arguments(s)
+    s.add_argument("--out", type=Path, help="write the mask as a PNG (white = object), photo-sized")
+    s.add_argument("--cutout", type=Path, help="write the object as a PNG with transparency")
+    s.add_argument("--json", action="store_true")
+
+
+def segment_from_args(svc: Services, image: Path, args: argparse.Namespace) -> Segmentation:
+    if not image.expanduser().is_file():
+        raise NotFoundError(f"{image} does not exist or is not a file.")
+    points = [*args.point, *args.negative]
+    labels = [1] * len(args.point) + [0] * len(args.negative)
+    if not args.point and args.box is None:
+        raise QueryError("Say where the object is: --point X,Y (and/or --box X0,Y0,X1,Y1).")
+    return svc.objects.segment(image, points, labels, args.box)
+
+
+def cmd_segment(svc: Services, args: argparse.Namespace) -> int:
+    seg = segment_from_args(svc, args.image, args)
+    index = args.candidate - 1
+    full = seg.full_mask(index)
+    if args.out:
+        Image.fromarray(full.astype(np.uint8) * 255, "L").save(args.out)
+    if args.cutout:
+        cutout(svc.objects.full_pixels(seg.photo), full).save(args.cutout)
+    ys, xs = np.nonzero(full)
+    data = {
+        "image": seg.photo.path,
+        "size": list(seg.photo.size),
+        "candidates": [{"score": round(float(s), 4)} for s in seg.scores],
+        "chosen": args.candidate,
+        "box": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1] if len(xs) else None,
+        "area": round(float(full.mean()), 4),
+    }
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return 0
+    for n, c in enumerate(data["candidates"], start=1):
+        mark = "*" if n == args.candidate else " "
+        print(f"{mark} mask {n}: score {c['score']:.3f}")
+    print(f"object box {data['box']}, {data['area']:.1%} of the photo")
+    for path in (args.out, args.cutout):
+        if path:
+            print(f"wrote {path}")
+    return 0
