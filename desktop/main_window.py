@@ -60,6 +60,7 @@ from desktop.tags_panel import TagsPanel
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
+from indexer.objects import Segmentation
 from indexer.scanner import is_photo
 from indexer.search import SearchResult
 from indexer.service import ServiceStatus
@@ -361,9 +362,38 @@ class MainWindow(QMainWindow):
         results = [self.results.result(i) for i in range(self.results.rowCount())]
         if not results:
             return
-        self._viewer = Viewer(results, row, self.io_runner, self.open_file, self)
+        self._viewer = Viewer(
+            results, row, self.io_runner, self.open_file, self, self.services.objects, self.model_runner
+        )
         self._viewer.find_similar.connect(self._similar_from_viewer)
+        self._viewer.search_object.connect(self.search_object)
+        self._viewer.search_region.connect(self.search_region)
         self._viewer.show()
+
+    def search_object(self, segmentation: Segmentation, candidate: int = 0) -> None:
+        """Photos showing the object segmented in the viewer (the viewer stays open)."""
+        objects = self.services.objects
+        self.pages.setCurrentIndex(1)
+        self.search_field.setText("")
+        self.state_label.setText(f"Photos showing the object selected in {Path(segmentation.photo.path).name}")
+        self.model_runner.submit(
+            lambda: objects.search_object(segmentation, candidate, k=RESULTS),
+            on_result=self._show_results,
+            on_error=self._search_failed,
+            latest_key="search",
+        )
+
+    def search_region(self, path: str, box: tuple[float, float, float, float]) -> None:
+        objects = self.services.objects
+        self.pages.setCurrentIndex(1)
+        self.search_field.setText("")
+        self.state_label.setText(f"Photos like the region selected in {Path(path).name}")
+        self.model_runner.submit(
+            lambda: objects.search_region(path, box, k=RESULTS),
+            on_result=self._show_results,
+            on_error=self._search_failed,
+            latest_key="search",
+        )
 
     def _similar_from_viewer(self, result: SearchResult) -> None:
         if self._viewer is not None:
