@@ -65,3 +65,57 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path: Path) -> None:
     seg = SamSegmenter(SEGMENTERS["mobile_sam"], tmp_path, weights=bad)
     with pytest.raises(SegmenterUnavailableError, match="is not a mobile_sam checkpoint"):
         seg.load()
+
+
+def test_disk_cache_serves_a_new_session_without_the_encoder(mobile_sam_weights: Path, tmp_path: Path) -> None:
+    spec = SEGMENTERS["mobile_sam"]
+    first = SamSegmenter(spec, tmp_path, weights=mobile_sam_weights, cache_dir=tmp_path / "cache")
+    first.set_image(_image(), key="content-hash-1")
+    want = first.predict(np.array([[150, 100]]), np.array([1]))
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    second = SamSegmenter(spec, tmp_path, weights=mobile_sam_weights, cache_dir=tmp_path / "cache")
+    second.set_image(_image(), key="content-hash-1")
+    got = second.predict(np.array([[150, 100]]), np.array([1]))
+    assert second.encoder_calls == 0
+    # float16 on disk: the masks agree on all but a sliver of boundary pixels
+    agree = (got.masks == want.masks).mean()
+    assert agree > 0.99, agree
+
+
+def test_points_reach_the_prompt_encoder_in_sams_1024_input_space(mobile_sam_weights: Path, tmp_path: Path) -> None:
+    """Points are given in photo pixels; SAM resizes the photo (longest side 1024) and must move
+    the points with it. Checked where they enter the network, for two photo sizes."""
+    seg = SamSegmenter(SEGMENTERS["mobile_sam"], tmp_path, weights=mobile_sam_weights)
+    seg.load()
+    encoder = seg._predictor.model.prompt_encoder
+    seen: list[torch.Tensor] = []
+    original = encoder.forward
+
+    def spy(points, boxes, masks):  # type: ignore[no-untyped-def]
+        seen.append(points[0].clone() if points is not None else boxes.clone())
+        return original(points, boxes, masks)
+
+    encoder.forward = spy
+    for (h, w), (x, y) in (((200, 300), (150, 100)), ((600, 240), (60, 450))):
+        seg.set_image(_image(h, w), key=f"{h}x{w}")
+        seg.predict(np.array([[x, y]]), np.array([1]))
+        scale = 1024 / max(h, w)
+        np.testing.assert_allclose(seen[-1][0, 0].numpy(), [x * scale, y * scale], atol=0.6)
+    seg.predict(None, None, box=np.array([30, 60, 90, 300]))
+    np.testing.assert_allclose(seen[-1].numpy().reshape(-1), np.array([30, 60, 90, 300]) * 1024 / 600, atol=0.6)
+
+
+@pytest.mark.slow
+def test_original_sam_vit_b_predictor_with_test_made_weights(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_sam("vit_b")
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save(model.state_dict(), path)
+    del model
+    seg = SamSegmenter(SEGMENTERS["sam_vit_b"], tmp_path, weights=path)
+    seg.set_image(_image(), key="a")
+    out = seg.predict(np.array([[150, 100], [10, 10]]), np.array([1, 0]), box=np.array([90, 50, 210, 150]))
+    assert out.masks.shape == (3, 200, 300) and out.masks.dtype == bool and out.scores.shape == (3,)
+    seg.set_image(_image(), key="a")
+    seg.predict(np.array([[150, 100]]), np.array([1]))
+    assert seg.encoder_calls == 1
