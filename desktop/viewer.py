@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -30,6 +31,13 @@ from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
 from indexer.objects import ObjectSearch, Segmentation, cutout
 from indexer.search import SearchResult
+
+
+def _save_png(image: Image.Image, path: str) -> None:
+    """Write atomically: a reader (or a crash) never sees half a file."""
+    tmp = f"{path}.part"
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
 def chips_html(tags: tuple[str, ...]) -> str:
@@ -257,7 +265,7 @@ class Viewer(QDialog):
             path, _ = QFileDialog.getSaveFileName(self, "Save cut-out", f"{stem}-cutout.png", "PNG (*.png)")
         if path:
             target = path
-            self._runner.submit(lambda: self._cutout().save(target), on_error=self._segment_failed)
+            self._runner.submit(lambda: _save_png(self._cutout(), target), on_error=self._segment_failed)
 
     def copy_cutout(self) -> None:
         if self._segmentation is None:
@@ -279,7 +287,7 @@ class Viewer(QDialog):
         if path:
             index, target = self.canvas.candidate, path
             self._runner.submit(
-                lambda: Image.fromarray(seg.full_mask(index).astype("uint8") * 255, "L").save(target),
+                lambda: _save_png(Image.fromarray(seg.full_mask(index).astype("uint8") * 255, "L"), target),
                 on_error=self._segment_failed,
             )
 

@@ -168,6 +168,33 @@ def download_weights(
     return dest
 
 
+def _cast_wrapper(module: Any, dtype: Any) -> Any:
+    """Run ``module`` in ``dtype`` behind float32 inputs and outputs.
+
+    The upstream predictor feeds float32 tensors and reads float32 results; wrapping the
+    heavy parts (image encoder, mask decoder) keeps its code path intact while they run
+    in bf16 on CPUs with bf16 matrix units (about 1.8x faster here, see bench/segment_bench.py).
+    """
+    import torch
+
+    class Cast(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = module.to(dtype)
+            self.img_size = getattr(module, "img_size", None)
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            def down(x: Any) -> Any:
+                return x.to(dtype) if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+            out = self.inner(*(down(a) for a in args), **{k: down(v) for k, v in kwargs.items()})
+            if isinstance(out, tuple):
+                return tuple(o.float() if isinstance(o, torch.Tensor) else o for o in out)
+            return out.float()
+
+    return Cast()
+
+
 def build_sam(arch: str) -> Any:
     """An untrained SAM / MobileSAM network of ``arch`` from the upstream packages' own builders."""
     if arch == "vit_t":
@@ -190,6 +217,7 @@ class SamSegmenter:
         models_dir: Path,
         weights: Path | None = None,
         device: str = "cpu",
+        precision: str = "auto",
         cache_size: int = 8,
         allow_download: bool = True,
         cache_dir: Path | None = None,
@@ -198,6 +226,8 @@ class SamSegmenter:
         self.models_dir = models_dir
         self.weights = weights
         self.device = device
+        self._precision_pref = precision
+        self.precision = "fp32"
         self.allow_download = allow_download
         self.encoder_calls = 0  # tests use it to prove the encoder runs once per photo
         self._predictor: Any = None
@@ -238,12 +268,26 @@ class SamSegmenter:
                     f"Delete it to download it again, or give the right file."
                 ) from exc
             model.to(self.device).eval()
+            from indexer.embedder import pick_precision
+
+            self.precision = pick_precision(self.device, self._precision_pref)
+            if self.precision != "fp32":
+                dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+                model.image_encoder = _cast_wrapper(model.image_encoder, dtype)
+                model.mask_decoder = _cast_wrapper(model.mask_decoder, dtype)
             if self.spec.arch == "vit_t":
                 from mobile_sam import SamPredictor
             else:
                 from segment_anything import SamPredictor
             self._predictor = SamPredictor(model)
-            log.info("loaded %s from %s in %.1f s", self.spec.name, path, time.perf_counter() - started)
+            log.info(
+                "loaded %s from %s on %s (%s) in %.1f s",
+                self.spec.name,
+                path,
+                self.device,
+                self.precision,
+                time.perf_counter() - started,
+            )
 
     # ---- use ----------------------------------------------------------------------------------
 
