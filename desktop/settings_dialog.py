@@ -1,8 +1,12 @@
-"""Settings: model preset, device, threads, and where the library lives. Saved to the library's settings file."""
+"""Settings: model preset, device, threads, segmentation model, and where the library lives.
+
+Saved to the library's settings file.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -13,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from indexer.models import DEFAULT_MODEL, PRESETS
+from indexer.segment import SEGMENTERS
 from indexer.services import Settings
 from store.paths import HOME_ENV, AppPaths
 
@@ -42,6 +47,14 @@ class SettingsDialog(QDialog):
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("automatic")
         self.threads.setValue(settings.threads or 0)
+        self.segmenter = QComboBox()
+        for spec in SEGMENTERS.values():
+            on_disk = (paths.models_dir / spec.filename).is_file()
+            note = "on this machine" if on_disk else f"downloads {spec.size_bytes / 1e6:.0f} MB on first use"
+            self.segmenter.addItem(f"{spec.name} ({note})", spec.name)
+        self.segmenter.setCurrentIndex(max(0, self.segmenter.findData(settings.segmenter)))
+        self.segment_cache = QCheckBox("Keep image encodings on disk (about 2 MB per segmented photo)")
+        self.segment_cache.setChecked(settings.segment_disk_cache)
         where = QLabel(
             f"{paths.data_dir}<br><small>Thumbnails: {paths.cache_dir}. "
             f"Set {HOME_ENV} before starting Glimpse to keep the library elsewhere.</small>",
@@ -52,6 +65,8 @@ class SettingsDialog(QDialog):
         form.addRow("", self.cost)
         form.addRow("Device", self.device)
         form.addRow("CPU threads", self.threads)
+        form.addRow("Object selection", self.segmenter)
+        form.addRow("", self.segment_cache)
         form.addRow("Library", where)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -79,5 +94,7 @@ class SettingsDialog(QDialog):
         self.settings.model = chosen
         self.settings.device = self.device.currentText()
         self.settings.threads = self.threads.value() or None
+        self.settings.segmenter = self.segmenter.currentData()
+        self.settings.segment_disk_cache = self.segment_cache.isChecked()
         self.settings.save(self.paths.settings_file)
         super().accept()

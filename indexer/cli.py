@@ -24,6 +24,7 @@ from indexer.errors import GlimpseError, NotFoundError, QueryError
 from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
 from indexer.pipeline import Control, IndexReport, Progress
 from indexer.search import SearchResult
+from indexer.segment import SEGMENTERS
 from indexer.services import Services, Settings, build_services
 from store.paths import HOME_ENV, AppPaths
 from store.vectors import index_path
@@ -307,13 +308,31 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "summary": p.summary,
             }
         )
+    models_dir = AppPaths.from_env().models_dir
+    active_segmenter = args.segmenter or Settings.load(AppPaths.from_env().settings_file).segmenter
+    segmenters = [
+        {
+            "name": s.name,
+            "arch": s.arch,
+            "file": s.filename,
+            "size_mb": round(s.size_bytes / 1e6),
+            "licence": s.licence,
+            "on_disk": (models_dir / s.filename).is_file(),
+            "active": s.name == active_segmenter,
+        }
+        for s in SEGMENTERS.values()
+    ]
     if args.json:
-        _print_json(rows)
+        _print_json({"embedding": rows, "segmentation": segmenters})
         return EXIT_OK
     for r in rows:
         flags = "".join(("*" if r["active"] else " ", "D" if r["on_disk"] else " "))
         print(f"{flags} {r['name']:<22} {r['licence']:<28} {r['summary']}")
-    print("\n* active   D weights on this machine   (choose with --model or GLIMPSE_MODEL)")
+    print("\nSegmentation (click-to-segment; weights in " + str(models_dir) + "):")
+    for g in segmenters:
+        flags = "".join(("*" if g["active"] else " ", "D" if g["on_disk"] else " "))
+        print(f"{flags} {g['name']:<22} {g['licence']:<28} {g['file']}, {g['size_mb']} MB")
+    print("\n* active   D weights on this machine   (choose with --model / GLIMPSE_MODEL, --segmenter)")
     return EXIT_OK
 
 

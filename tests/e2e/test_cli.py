@@ -126,8 +126,11 @@ def test_errors_have_messages_and_exit_codes(tmp_path: Path, env: dict[str, str]
     assert "Model weights not available" in no_model.stderr and "GLIMPSE_MODEL=toyworld" in no_model.stderr
     assert "Traceback" not in no_model.stderr
     models = run(["models", "--json"], env)
-    names = {m["name"]: m for m in json.loads(models.stdout)}
+    listed = json.loads(models.stdout)
+    names = {m["name"]: m for m in listed["embedding"]}
     assert names["toyworld"]["on_disk"] and names["toyworld"]["active"]
+    segmenters = {m["name"]: m for m in listed["segmentation"]}
+    assert segmenters["mobile_sam"]["active"] and not segmenters["mobile_sam"]["on_disk"]
     assert names["ViT-B-32-256"]["default"] and any(m["multilingual"] for m in names.values())
 
 

@@ -143,9 +143,11 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     assert "re-indexes all 37 photos" in dialog.cost.text()
     dialog.device.setCurrentText("cpu")
     dialog.threads.setValue(2)
+    dialog.segmenter.setCurrentIndex(dialog.segmenter.findData("sam_vit_b"))
+    assert "downloads 375 MB" in dialog.segmenter.currentText()
     dialog.accept()
     saved = Settings.load(paths.settings_file)
-    assert (saved.model, saved.device, saved.threads) == ("ViT-B-32", "cpu", 2)
+    assert (saved.model, saved.device, saved.threads, saved.segmenter) == ("ViT-B-32", "cpu", 2, "sam_vit_b")
 
 
 def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path) -> None:
