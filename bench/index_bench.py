@@ -75,7 +75,14 @@ def random_weights(arch: str) -> Path:
 
 
 def measure(
-    arch: str, weights: Path, precision: str, photos: list[Path], cores: int, batch: int, workers: int
+    arch: str,
+    weights: Path,
+    precision: str,
+    photos: list[Path],
+    cores: int,
+    batch: int,
+    workers: int,
+    regions: bool = False,
 ) -> dict[str, float | str]:
     embedder = OpenClipEmbedder(resolve_model(arch, str(weights)), device="cpu", precision=precision, threads=cores)
     embedder.load()
@@ -110,7 +117,7 @@ def measure(
             embedder,
             paths.index_dir,
             ThumbnailCache(paths.thumbnails_dir),
-            PipelineConfig(batch_size=batch, decode_workers=workers),
+            PipelineConfig(batch_size=batch, decode_workers=workers, regions=regions),
         )
         rate = 0.0
         for progress in pipeline.run([photos[0].parent]):
@@ -119,6 +126,7 @@ def measure(
         store.close()
     return {
         "precision": embedder.precision,
+        "regions": regions,
         "decode_ms_per_photo_one_core": round(decode_ms, 1),
         "model_only_photos_per_s": round(model_rate, 1),
         "model_ms_per_photo_one_core": round(model_core_ms, 1),
@@ -138,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--regions", action="store_true", help="index with the region index on (its cost)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     photos = make_photos(OUT / f"photos-{args.megapixels:g}mp", args.photos, args.megapixels)
@@ -148,7 +157,10 @@ def main() -> None:
         "%d photos of %dx%d, %.1f MB each; model %s; %d cores", len(photos), *dims, size_mb, args.model, args.cores
     )
     weights = random_weights(args.model)
-    rows = [measure(args.model, weights, p, photos, args.cores, args.batch, args.workers) for p in args.precision]
+    rows = [
+        measure(args.model, weights, p, photos, args.cores, args.batch, args.workers, args.regions)
+        for p in args.precision
+    ]
     print(
         json.dumps(
             {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from desktop.images import load_image
@@ -121,6 +121,8 @@ class ResultsModel(QAbstractListModel):
             size = f"{r.width}×{r.height}" if r.width else ""
             date = r.taken_at.strftime("%Y-%m-%d %H:%M") if r.taken_at else ""
             tags = f"\ntags: {', '.join(r.tags)}" if r.tags else ""
+            if r.region is not None:
+                tags += "\nmatched in the outlined part of the photo"
             return f"{r.path}\nscore {r.score:.3f}   {size}   {date}".rstrip() + tags
         if role == ResultRole:
             return r
@@ -161,6 +163,9 @@ class ThumbnailDelegate(QStyledItemDelegate):
             target.moveCenter(box.center())
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
             painter.drawPixmap(target, pix)
+            hit = index.data(ResultRole)
+            if isinstance(hit, SearchResult) and hit.region is not None:
+                self._region(painter, target, hit.region)
         text_rect = QRect(rect.x() + 4, box.bottom() + 4, rect.width() - 8, self.TEXT)
         name = option.fontMetrics.elidedText(
             str(index.data(Qt.ItemDataRole.DisplayRole)), Qt.TextElideMode.ElideMiddle, text_rect.width()
@@ -175,6 +180,18 @@ class ThumbnailDelegate(QStyledItemDelegate):
         painter.restore()
 
     CHIPS = 3
+
+    @staticmethod
+    def _region(painter: QPainter, target: QRect, region: tuple[float, float, float, float]) -> None:
+        """Outline the part of the photo that matched (region index)."""
+        x0, y0, x1, y1 = region
+        w, h = target.width(), target.height()
+        box = QRect(target.x() + round(x0 * w), target.y() + round(y0 * h), round((x1 - x0) * w), round((y1 - y0) * h))
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(QPen(QColor(0, 0, 0, 160), 4))
+        painter.drawRect(box.adjusted(1, 1, -1, -1))
+        painter.setPen(QPen(QColor(255, 210, 0), 2))
+        painter.drawRect(box.adjusted(1, 1, -1, -1))
 
     def _chips(self, painter: QPainter, option: QStyleOptionViewItem, box: QRect, tags: tuple[str, ...]) -> None:
         """The photo's best tags as small chips over the bottom of the thumbnail."""

@@ -55,6 +55,8 @@ class SettingsDialog(QDialog):
         self.segmenter.setCurrentIndex(max(0, self.segmenter.findData(settings.segmenter)))
         self.segment_cache = QCheckBox("Keep image encodings on disk (about 2 MB per segmented photo)")
         self.segment_cache.setChecked(settings.segment_disk_cache)
+        self.regions = QCheckBox("Index regions of photos, so small objects are found (about 6× the indexing work)")
+        self.regions.setChecked(settings.regions)
         where = QLabel(
             f"{paths.data_dir}<br><small>Thumbnails: {paths.cache_dir}. "
             f"Set {HOME_ENV} before starting Glimpse to keep the library elsewhere.</small>",
@@ -67,6 +69,7 @@ class SettingsDialog(QDialog):
         form.addRow("CPU threads", self.threads)
         form.addRow("Object selection", self.segmenter)
         form.addRow("", self.segment_cache)
+        form.addRow("Region index", self.regions)
         form.addRow("Library", where)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -96,5 +99,6 @@ class SettingsDialog(QDialog):
         self.settings.threads = self.threads.value() or None
         self.settings.segmenter = self.segmenter.currentData()
         self.settings.segment_disk_cache = self.segment_cache.isChecked()
+        self.settings.regions = self.regions.isChecked()
         self.settings.save(self.paths.settings_file)
         super().accept()

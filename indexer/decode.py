@@ -91,6 +91,34 @@ class DecodedPhoto:
     pixels: np.ndarray  # uint8, (size, size, 3), model-ready before normalisation
     metadata: PhotoMetadata
     thumbnail: bytes | None  # JPEG
+    regions: np.ndarray | None = None  # uint8 (len(REGION_BOXES), size, size, 3) when asked for
+
+
+# Object proposals for the region index, in fractions of the upright photo: four
+# overlapping quarters and the centre. Fixed boxes cost no model of their own (SAM's
+# automatic masks would cost seconds per photo on a CPU) and catch an object that
+# fills a fraction of the frame, which the whole-photo vector tends to drown.
+REGION_BOXES: tuple[tuple[float, float, float, float], ...] = (
+    (0.0, 0.0, 0.6, 0.6),
+    (0.4, 0.0, 1.0, 0.6),
+    (0.0, 0.4, 0.6, 1.0),
+    (0.4, 0.4, 1.0, 1.0),
+    (0.2, 0.2, 0.8, 0.8),
+)
+
+
+def region_inputs(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """Model inputs for each of ``REGION_BOXES`` (each crop squashed to the model's size).
+
+    Squashed, not centre-cropped: a crop is already a proposal, and cropping it again
+    would cut off the edges of the object it holds.
+    """
+    w, h = img.size
+    out = np.empty((len(REGION_BOXES), spec.size, spec.size, 3), np.uint8)
+    for n, (x0, y0, x1, y1) in enumerate(REGION_BOXES):
+        crop = img.crop((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)))
+        out[n] = np.asarray(crop.resize((spec.size, spec.size), _RESAMPLE[spec.interpolation]), np.uint8)
+    return out
 
 
 def register_heif() -> None:
@@ -250,13 +278,16 @@ def decode_photo(
     spec: PreprocessSpec,
     thumbnail_size: int | None = THUMBNAIL_SIZE,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    regions: bool = False,
 ) -> DecodedPhoto:
-    """Decode once; produce the model input and (optionally) the thumbnail from it."""
-    need = max(spec.size, thumbnail_size or 0)
+    """Decode once; produce the model input, (optionally) the thumbnail and region crops from it."""
+    # Regions are 60% of the photo: decode at twice the model's size so they keep their detail.
+    need = max(spec.size * (2 if regions else 1), thumbnail_size or 0)
     img, meta = open_photo(path, need, max_pixels)
     try:
         pixels = to_model_input(img, spec)
         thumb = make_thumbnail(img, thumbnail_size) if thumbnail_size else None
+        crops = region_inputs(img, spec) if regions else None
     finally:
         img.close()
-    return DecodedPhoto(pixels=pixels, metadata=meta, thumbnail=thumb)
+    return DecodedPhoto(pixels=pixels, metadata=meta, thumbnail=thumb, regions=crops)

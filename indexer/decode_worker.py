@@ -25,6 +25,7 @@ class DecodeJob:
     image_id: int
     path: str
     thumb_key: str | None
+    regions: bool = False
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Decoded:
     pixels: np.ndarray | None = None
     meta: PhotoMetadata | None = None
     error: str | None = None
+    regions: np.ndarray | None = None
 
 
 def init_worker(max_pixels: int, nice: int = 0) -> None:
@@ -50,7 +52,7 @@ def decode_job(
 ) -> Decoded:
     """Decode one photo; every failure comes back as a reason, never as an exception."""
     try:
-        photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels)
+        photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels, job.regions)
     except DecodeError as exc:
         return Decoded(job, error=exc.message)
     except Exception as exc:  # an unexpected decoder bug must cost one photo, not the run
@@ -60,4 +62,4 @@ def decode_job(
             ThumbnailCache(Path(thumb_dir)).put(job.thumb_key, photo.thumbnail)
         except OSError as exc:
             log.warning("cannot write thumbnail for %s: %s", job.path, exc)
-    return Decoded(job, pixels=photo.pixels, meta=photo.metadata)
+    return Decoded(job, pixels=photo.pixels, meta=photo.metadata, regions=photo.regions)

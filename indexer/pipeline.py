@@ -27,14 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.decode import DEFAULT_MAX_PIXELS, THUMBNAIL_SIZE, PreprocessSpec
+from indexer.decode import DEFAULT_MAX_PIXELS, REGION_BOXES, THUMBNAIL_SIZE, PreprocessSpec
 from indexer.decode_worker import Decoded, DecodeJob, decode_job, init_worker
 from indexer.embedder import Embedder
 from indexer.errors import GlimpseError
 from indexer.scanner import Scanner, ScanReport
 from indexer.thumbnails import ThumbnailCache, thumbnail_key
 from store.library import LibraryStore
-from store.records import EmbeddedImage, FailedImage
+from store.records import EmbeddedImage, FailedImage, RegionVector
 from store.tags import Assignment
 from store.vectors import ModelVectors
 
@@ -74,6 +74,7 @@ class PipelineConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     save_interval: float = 60.0
     nice: int = 0  # added to decode workers' niceness; the background service uses it to stay out of the way
+    regions: bool = False  # also embed len(REGION_BOXES) object proposals per photo (that many more model runs)
 
 
 class Control:
@@ -266,6 +267,12 @@ class IndexingPipeline:
         started = time.monotonic()
         vectors = self.vectors()
         pending = self.store.pending_images(vectors.model_id, under or None)
+        if self.config.regions:
+            # Region indexing turned on after these were indexed: embed them again, with regions.
+            backfill = self.store.images_without_regions(vectors.model_id, under or None)
+            if backfill:
+                vectors.remove(np.asarray([i for i, _ in backfill], np.int64))
+                pending = sorted({*pending, *backfill})
         try:
             config = replace(self.config, nice=max(self.config.nice, 10)) if background else self.config
             yield from self._embed_all(pending, vectors, control, report, config)
@@ -286,11 +293,11 @@ class IndexingPipeline:
         if not pending:
             return
         keys = self._thumb_keys([i for i, _ in pending])
-        jobs = [DecodeJob(i, p, keys.get(i)) for i, p in pending]
+        jobs = [DecodeJob(i, p, keys.get(i), cfg.regions) for i, p in pending]
         total = len(jobs)
         decoded: list[Decoded] = []
         failed: list[FailedImage] = []
-        model_batches: list[tuple[Future[np.ndarray], list[Decoded]]] = []
+        model_batches: list[tuple[Future[tuple[np.ndarray, np.ndarray | None]], list[Decoded]]] = []
         t0 = time.monotonic()
 
         def progress(path: str | None) -> Progress:
@@ -316,29 +323,39 @@ class IndexingPipeline:
                 report.failures += [(decoder.path_of(f.image_id), f.error) for f in bad]
                 if len(decoded) >= cfg.batch_size or (decoder.exhausted and decoded):
                     batch, decoded = decoded[: cfg.batch_size], decoded[cfg.batch_size :]
-                    pixels = np.stack([d.pixels for d in batch if d.pixels is not None])
-                    model_batches.append((model_thread.submit(self.embedder.embed_images, pixels), batch))
+                    model_batches.append((model_thread.submit(self._embed_batch, batch), batch))
                 # Commit finished model batches in order; at most two wait on the model at a time.
                 while model_batches and (
                     model_batches[0][0].done() or len(model_batches) > 2 or (decoder.exhausted and not decoded)
                 ):
                     future, batch = model_batches.pop(0)
-                    self._commit(vectors, batch, future.result(), failed, report)
+                    self._commit(vectors, batch, *future.result(), failed, report)
                     failed = []
                     vectors.maybe_save()
                     yield progress(batch[-1].job.path)
                 if failed and not model_batches and not decoded:
-                    self._commit(vectors, [], np.empty((0, 0), np.float32), failed, report)
+                    self._commit(vectors, [], np.empty((0, 0), np.float32), None, failed, report)
                     failed = []
                     yield progress(None)
                 if decoder.exhausted and not decoded and not model_batches and not failed:
                     break
             # Cancelled: keep what the model already finished; the rest stays pending for next time.
             for future, batch in model_batches:
-                self._commit(vectors, batch, future.result(), [], report)
+                self._commit(vectors, batch, *future.result(), [], report)
         finally:
             decoder.close()
             model_thread.shutdown(wait=True)
+
+    def _embed_batch(self, batch: list[Decoded]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Runs on the model thread: the photos' vectors, and their regions' when asked for."""
+        vecs = self.embedder.embed_images(np.stack([d.pixels for d in batch if d.pixels is not None]))
+        crops = [d.regions for d in batch if d.regions is not None]
+        if not crops:
+            return vecs, None
+        region_vecs = np.concatenate(
+            [self.embedder.embed_images(c) for c in np.array_split(np.concatenate(crops), max(1, len(crops) // 8))]
+        )
+        return vecs, region_vecs
 
     def _thumb_keys(self, ids: list[int]) -> dict[int, str]:
         recs = self.store.images(ids)
@@ -349,6 +366,7 @@ class IndexingPipeline:
         vectors: ModelVectors,
         batch: list[Decoded],
         vecs: np.ndarray,
+        region_vecs: np.ndarray | None,
         failed: list[FailedImage],
         report: IndexReport,
     ) -> None:
@@ -380,8 +398,21 @@ class IndexingPipeline:
                 tags = self.tagger(ids, stored)
             except GlimpseError as exc:  # a broken vocabulary must not stop indexing
                 log.warning("photos indexed without tags: %s", exc)
-        self.store.save_batch(vectors.model_id, done, failed, tags)
+        regions: list[RegionVector] | None = None
+        if region_vecs is not None:
+            owners = [d.job.image_id for d in batch if d.regions is not None for _ in REGION_BOXES]
+            boxes = [b for d in batch if d.regions is not None for b in REGION_BOXES]
+            r16 = region_vecs.astype("<f2")
+            regions = [RegionVector(o, b, v.tobytes()) for o, b, v in zip(owners, boxes, r16, strict=True)]
+        region_ids = self.store.save_batch(vectors.model_id, done, failed, tags, regions)
         if batch:
             vectors.add(ids, stored)
+        if regions:
+            vectors.regions.add(
+                np.asarray(region_ids, np.int64),
+                np.asarray([r.image_id for r in regions], np.int64),
+                np.asarray([r.box for r in regions], np.float64),
+                r16.astype(np.float32),
+            )
         report.indexed += len(batch)
         report.failed += len(failed)

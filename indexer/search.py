@@ -26,6 +26,8 @@ from store.vectors import ModelVectors
 
 log = logging.getLogger(__name__)
 
+Box = tuple[float, float, float, float]
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -38,6 +40,9 @@ class SearchResult:
     thumbnail_key: str | None = None
     camera: str | None = None
     tags: tuple[str, ...] = ()
+    # Where in the photo the match is, in fractions of the upright photo (x0, y0, x1, y1),
+    # when a region of it matched better than the whole photo (region index on).
+    region: tuple[float, float, float, float] | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +53,7 @@ class SearchResult:
             "height": self.height,
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
             "tags": list(self.tags),
+            "region": [round(v, 4) for v in self.region] if self.region else None,
         }
 
 
@@ -121,7 +127,8 @@ class SearchService:
             assert self.tags is not None and query.tags
             ranked = self.tags.images_with_tag(self.tags.tag(query.tags[0]).id)
             ok = set(allowed.tolist()) if allowed is not None else None
-            keep = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
+            listed = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
+            keep: list[tuple[int, float, Box | None]] = [(i, s, None) for i, s in listed]
         else:
             vec, query_ids = self.query_vector(query, self._vectors())
             keep = self._rank(vec, k, allowed, query_ids)
@@ -139,16 +146,27 @@ class SearchService:
         allowed = self._allowed(filters or Query(()), folders)
         return self._results(self._rank(vector, k, allowed, exclude or set()))
 
-    def _rank(self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int]) -> list[tuple[int, float]]:
-        hits = self._vectors().search(vec, k + len(exclude), allowed)
-        keep = [(int(i), float(s)) for i, s in zip(hits.ids, hits.scores, strict=True) if int(i) not in exclude]
-        return keep[:k]
+    def _rank(
+        self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int]
+    ) -> list[tuple[int, float, Box | None]]:
+        """Best photos for ``vec``; with a region index, a photo scores its best part or itself."""
+        vectors = self._vectors()
+        hits = vectors.search(vec, k + len(exclude), allowed)
+        best: dict[int, tuple[float, Box | None]] = {
+            int(i): (float(s), None) for i, s in zip(hits.ids, hits.scores, strict=True)
+        }
+        if len(vectors.regions):
+            for hit in vectors.regions.search(vec, k + len(exclude), allowed):
+                if hit.score > best.get(hit.image_id, (-2.0, None))[0]:
+                    best[hit.image_id] = (hit.score, hit.box)
+        ranked = sorted(best.items(), key=lambda item: -item[1][0])
+        return [(i, s, box) for i, (s, box) in ranked if i not in exclude][:k]
 
-    def _results(self, keep: Sequence[tuple[int, float]]) -> list[SearchResult]:
-        records = self.store.images([i for i, _ in keep])
-        tags = self.tags.tags_of([i for i, _ in keep]) if self.tags is not None else {}
+    def _results(self, keep: Sequence[tuple[int, float, Box | None]]) -> list[SearchResult]:
+        records = self.store.images([i for i, _, _ in keep])
+        tags = self.tags.tags_of([i for i, _, _ in keep]) if self.tags is not None else {}
         results = []
-        for image_id, score in keep:
+        for image_id, score, region in keep:
             rec = records.get(image_id)
             if rec is None:  # deleted between the vector search and this lookup
                 continue
@@ -156,7 +174,16 @@ class SearchService:
             names = tuple(t.name for t in tags.get(image_id, ()))
             results.append(
                 SearchResult(
-                    image_id, rec.path, score, rec.width, rec.height, rec.taken_at, rec.thumbnail_key, camera, names
+                    image_id,
+                    rec.path,
+                    score,
+                    rec.width,
+                    rec.height,
+                    rec.taken_at,
+                    rec.thumbnail_key,
+                    camera,
+                    names,
+                    region,
                 )
             )
         return results

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.errors import SchemaTooNewError, StoreError
-from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Tag, TagOverride, TagVector
+from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Region, Tag, TagOverride, TagVector
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,14 @@ def _v2_to_v3(conn: Connection) -> None:
     Base.metadata.create_all(conn, tables=tables)  # type: ignore[arg-type]
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """v4: regions, embedded object proposals for finding small objects (optional)."""
+    Base.metadata.create_all(conn, tables=[Region.__table__])  # type: ignore[list-item]
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
 # created directly at SCHEMA_VERSION from the current models.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

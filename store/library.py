@@ -43,9 +43,10 @@ from store.records import (
     ImageRecord,
     IndexStateRecord,
     ModelRecord,
+    RegionVector,
     ScanChanges,
 )
-from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model
+from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model, Region
 from store.tags import Assignment, write_automatic_tags
 
 # Core statements over the ORM tables: bulk executemany without the unit of work.
@@ -54,6 +55,7 @@ _emb = cast(Table, Embedding.__table__)
 _folders = cast(Table, Folder.__table__)
 _models = cast(Table, Model.__table__)
 _state = cast(Table, IndexState.__table__)
+_regions = cast(Table, Region.__table__)
 
 # SQLite's default limit on bound parameters is 32766; stay well below it.
 _CHUNK = 5000
@@ -294,6 +296,7 @@ class LibraryStore:
             return
         for chunk in _chunks(list(ids)):
             conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
+            conn.execute(delete(_regions).where(_regions.c.image_id.in_(chunk)))
             conn.execute(delete(_images).where(_images.c.id.in_(chunk)))
         self._mark_indexes_dirty(conn)
 
@@ -357,15 +360,35 @@ class LibraryStore:
             rows = conn.execute(select(_images.c.id, _images.c.path).where(cond).order_by(_images.c.id)).all()
         return [(r.id, r.path) for r in rows]
 
+    def images_without_regions(self, model_id: int, under: Sequence[str] | None = None) -> list[tuple[int, str]]:
+        """Embedded images with no regions yet (region indexing was turned on after they were indexed)."""
+        has_vec = (
+            select(_emb.c.image_id).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
+        )
+        has_regions = (
+            select(_regions.c.id)
+            .where(and_(_regions.c.model_id == model_id, _regions.c.image_id == _images.c.id))
+            .exists()
+        )
+        cond = and_(_images.c.status == ImageStatus.INDEXED, has_vec, ~has_regions)
+        if under:
+            cond = and_(cond, _path_under(under))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_images.c.id, _images.c.path).where(cond).order_by(_images.c.id)).all()
+        return [(r.id, r.path) for r in rows]
+
     def save_batch(
         self,
         model_id: int,
         done: Sequence[EmbeddedImage],
         failed: Sequence[FailedImage],
         tags: Sequence[Assignment] | None = None,
-    ) -> None:
-        """Commit one batch: vectors, metadata, statuses and (when given) automatic tags together, or nothing."""
+        regions: Sequence[RegionVector] | None = None,
+    ) -> list[int]:
+        """Commit one batch: vectors, metadata, statuses and (when given) automatic tags and regions
+        together, or nothing. Returns the ids of the region rows written, in order."""
         now = _now()
+        region_ids: list[int] = []
         with self.engine.begin() as conn:
             if done:
                 # INSERT OR REPLACE: a batch re-run after a crash must not duplicate.
@@ -395,12 +418,67 @@ class LibraryStore:
                 self._mark_indexes_dirty(conn, model_id)
                 if tags is not None:
                     write_automatic_tags(conn, [d.image_id for d in done], tags)
+                if regions is not None:
+                    region_ids = self._write_regions(conn, model_id, [d.image_id for d in done], regions)
             _update_images(
                 conn,
                 [{"id": f.image_id, "error": f.error} for f in failed],
                 status=ImageStatus.FAILED,
                 indexed_at=now,
             )
+        return region_ids
+
+    @staticmethod
+    def _write_regions(
+        conn: Connection, model_id: int, image_ids: Sequence[int], regions: Sequence[RegionVector]
+    ) -> list[int]:
+        for chunk in _chunks(list(image_ids)):
+            conn.execute(delete(_regions).where(and_(_regions.c.model_id == model_id, _regions.c.image_id.in_(chunk))))
+        ids = []
+        for r in regions:  # one by one: SQLite hands back each new id (a few per photo, cheap)
+            result = conn.execute(
+                insert(_regions).values(
+                    image_id=r.image_id,
+                    model_id=model_id,
+                    x0=r.box[0],
+                    y0=r.box[1],
+                    x1=r.box[2],
+                    y1=r.box[3],
+                    vector=r.vector,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            ids.append(int(key[0]))
+        return ids
+
+    def iter_regions(
+        self, model_id: int, dim: int, chunk: int = 20000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """(region ids, image ids, boxes (n, 4), vectors float32) in chunks, to build the region index."""
+        last = -1
+        cols = (_regions.c.id, _regions.c.image_id, _regions.c.x0, _regions.c.y0, _regions.c.x1, _regions.c.y1)
+        with self.engine.connect() as conn:
+            while True:
+                rows = conn.execute(
+                    select(*cols, _regions.c.vector)
+                    .where(and_(_regions.c.model_id == model_id, _regions.c.id > last))
+                    .order_by(_regions.c.id)
+                    .limit(chunk)
+                ).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                owners = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+                boxes = np.array([r[2:6] for r in rows], np.float64)
+                vecs = np.frombuffer(b"".join(r[6] for r in rows), dtype="<f2").reshape(len(rows), dim)
+                yield ids, owners, boxes, vecs.astype(np.float32)
+                last = int(ids[-1])
+
+    def count_regions(self, model_id: int) -> int:
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(_regions).where(_regions.c.model_id == model_id)
+            return int(conn.execute(query).scalar_one())
 
     # ---- vectors -------------------------------------------------------------------------
 

@@ -165,3 +165,12 @@ class ImageTagRecord:
     group: str
     source: str
     score: float
+
+
+@dataclass(frozen=True)
+class RegionVector:
+    """One embedded region of a photo, ready to commit: box in fractions of the upright photo."""
+
+    image_id: int
+    box: tuple[float, float, float, float]
+    vector: bytes  # float16 little-endian, L2-normalised

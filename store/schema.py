@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class ImageStatus:
@@ -199,3 +199,23 @@ class TagVector(Base):
     threshold: Mapped[float | None] = mapped_column(Float)
     precision: Mapped[float | None] = mapped_column(Float)  # estimated on held-out examples
     recall: Mapped[float | None] = mapped_column(Float)
+
+
+class Region(Base):
+    """An embedded part of a photo (an object proposal), so small objects can be found.
+
+    The box is in fractions of the upright photo (0-1), so it survives re-decoding at
+    another size. Only written when region indexing is on.
+    """
+
+    __tablename__ = "regions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    x0: Mapped[float] = mapped_column(Float)
+    y0: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, L2-normalised
+
+    __table_args__ = (Index("ix_regions_model_image", "model_id", "image_id"),)

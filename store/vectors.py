@@ -232,6 +232,83 @@ def save_vector_index(store: LibraryStore, model_id: int, index: VectorIndex, in
     store.mark_index_saved(model_id, generation, len(index))
 
 
+@dataclass(frozen=True)
+class RegionHit:
+    image_id: int
+    score: float
+    box: tuple[float, float, float, float]
+
+
+class RegionIndex:
+    """Vectors of photo regions (object proposals), searched beside the whole-photo index.
+
+    Held in memory only and built from the ``regions`` table when a library opens (region
+    indexing is optional and its vectors are a few per photo); every hit maps back to its
+    photo and box.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.index = VectorIndex(dim)
+        self._owner: dict[int, int] = {}
+        self._boxes: dict[int, tuple[float, float, float, float]] = {}
+        self._by_image: dict[int, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, region_ids: np.ndarray, image_ids: np.ndarray, boxes: np.ndarray, vectors: np.ndarray) -> None:
+        if len(region_ids) == 0:
+            return
+        with self._lock:
+            self.remove_images(sorted({int(i) for i in image_ids} & set(self._by_image)), locked=True)
+            self.index.add(region_ids, vectors)
+            for rid, iid, box in zip(region_ids.tolist(), image_ids.tolist(), boxes.tolist(), strict=True):
+                self._owner[rid] = iid
+                self._boxes[rid] = (box[0], box[1], box[2], box[3])
+                self._by_image.setdefault(iid, []).append(rid)
+
+    def remove_images(self, image_ids: Sequence[int] | np.ndarray, locked: bool = False) -> None:
+        def drop() -> None:
+            gone = [r for i in image_ids for r in self._by_image.pop(int(i), [])]
+            for r in gone:
+                self._owner.pop(r, None)
+                self._boxes.pop(r, None)
+            if gone:
+                self.index.remove(np.asarray(gone, np.int64))
+
+        if locked:
+            drop()
+        else:
+            with self._lock:
+                drop()
+
+    def search(self, query: np.ndarray, k: int, allowed_images: np.ndarray | None = None) -> list[RegionHit]:
+        """The best region of each of the ``k`` best-matching photos."""
+        with self._lock:
+            allowed = None
+            if allowed_images is not None:
+                allowed = np.asarray(
+                    [r for i in allowed_images.tolist() for r in self._by_image.get(int(i), [])], np.int64
+                )
+            hits = self.index.search(query, k * 3, allowed)
+            best: dict[int, RegionHit] = {}
+            for rid, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+                owner = self._owner.get(rid)
+                if owner is not None and owner not in best:
+                    best[owner] = RegionHit(owner, float(score), self._boxes[rid])
+            return list(best.values())[:k]
+
+
+def load_regions(store: LibraryStore, model_id: int, dim: int) -> RegionIndex:
+    regions = RegionIndex(dim)
+    for ids, owners, boxes, vecs in store.iter_regions(model_id, dim):
+        regions.add(ids, owners, boxes, vecs)
+    if len(regions):
+        log.info("loaded %d region vectors for model %d", len(regions), model_id)
+    return regions
+
+
 class ModelVectors:
     """The vector index of one embedding model, kept in step with the library.
 
@@ -256,6 +333,7 @@ class ModelVectors:
         self.index_dir = index_dir
         self.index = index
         self.save_interval = save_interval
+        self.regions = RegionIndex(dim)
         self._dirty = False
         self._last_save = time.monotonic()
 
@@ -264,7 +342,9 @@ class ModelVectors:
         cls, store: LibraryStore, model_id: int, dim: int, index_dir: Path, save_interval: float = 60.0
     ) -> ModelVectors:
         index = open_vector_index(store, model_id, dim, index_dir)
-        return cls(store, model_id, dim, index_dir, index, save_interval)
+        vectors = cls(store, model_id, dim, index_dir, index, save_interval)
+        vectors.regions = load_regions(store, model_id, dim)
+        return vectors
 
     def __len__(self) -> int:
         return len(self.index)
@@ -277,6 +357,8 @@ class ModelVectors:
     def remove(self, ids: np.ndarray | list[int]) -> None:
         if len(ids) and self.index.remove(ids):
             self._dirty = True
+        if len(ids) and len(self.regions):
+            self.regions.remove_images(ids)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
         return self.index.search(query, k, allowed)

@@ -170,7 +170,7 @@ def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
     store.close()
     with sqlite3.connect(path) as conn:  # make it look like a library written by schema v1
         conn.execute("ALTER TABLE folders DROP COLUMN online")
-        for table in ("image_tags", "tag_overrides", "tag_vectors", "tags"):  # added in v3
+        for table in ("image_tags", "tag_overrides", "tag_vectors", "tags", "regions"):  # added in v3 and v4
             conn.execute(f"DROP TABLE {table}")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = LibraryStore.open(path)
