@@ -210,7 +210,11 @@ class Viewer(QDialog):
             return
         path = self.current_result.path
         points, labels, box = list(self.canvas.points), list(self.canvas.labels), self.canvas.box
-        self.hint.setText("Finding the object…")
+        self.hint.setText(
+            "Finding the object…"
+            if self._segmentation is not None
+            else "Reading the photo for segmentation (a second or so on a CPU; the first time, the model loads)…"
+        )
         runner.submit(
             lambda: objects.segment(path, points, labels, box),
             on_result=partial(self._masks_ready, path, len(points), box),

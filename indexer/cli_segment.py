@@ -52,9 +52,29 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--json", action="store_true")
 
 
+def _prepare(svc: Services) -> None:
+    """Load the segmenter, with a progress bar if its weights are downloaded now."""
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, unit="B", unit_scale=True, desc="downloading weights", file=sys.stderr))
+        bar[0].n = done
+        bar[0].refresh()
+
+    try:
+        svc.objects.prepare(progress)
+    finally:
+        if bar:
+            bar[0].close()
+
+
 def segment_from_args(svc: Services, image: Path, args: argparse.Namespace) -> Segmentation:
     if not image.expanduser().is_file():
         raise NotFoundError(f"{image} does not exist or is not a file.")
+    _prepare(svc)
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     if not args.point and args.box is None:

@@ -149,6 +149,12 @@ class ObjectSearch:
     def segmenter(self) -> Segmenter:
         return self._segmenter()
 
+    def prepare(self, progress: Callable[[int, int], None] | None = None) -> None:
+        """Load the segmenter now (downloading its weights on first use, reporting bytes to ``progress``)."""
+        load = getattr(self.segmenter, "load", None)
+        if load is not None:
+            load(progress)
+
     def photo(self, path: str | Path) -> WorkingPhoto:
         """The upright working copy of a photo (cached for the next clicks)."""
         resolved = Path(path).expanduser().resolve()

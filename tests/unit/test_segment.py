@@ -119,3 +119,46 @@ def test_original_sam_vit_b_predictor_with_test_made_weights(tmp_path: Path) -> 
     seg.set_image(_image(), key="a")
     seg.predict(np.array([[150, 100]]), np.array([1]))
     assert seg.encoder_calls == 1
+
+
+@pytest.fixture
+def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A local HTTP server for the download code (no internet on the build machines)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_reports_progress_checks_size_and_records_the_digest(served, tmp_path: Path) -> None:
+    import dataclasses
+    import hashlib
+
+    from indexer.segment import download_weights
+
+    root, base = served
+    payload = bytes(range(256)) * 8192  # 2 MiB
+    (root / "mobile_sam.pt").write_bytes(payload)
+    spec = dataclasses.replace(SEGMENTERS["mobile_sam"], url=f"{base}/mobile_sam.pt", size_bytes=len(payload))
+    seen: list[tuple[int, int]] = []
+    path = download_weights(spec, tmp_path / "models", lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload)) and len(seen) >= 2
+    assert (tmp_path / "models" / "mobile_sam.pt.sha256").read_text() == hashlib.sha256(payload).hexdigest()
+    # A download of the wrong size is discarded, leaving nothing half-written behind.
+    wrong = dataclasses.replace(spec, size_bytes=len(payload) + 1)
+    with pytest.raises(SegmenterUnavailableError, match="expected"):
+        download_weights(wrong, tmp_path / "other")
+    assert list((tmp_path / "other").iterdir()) == []
+    # Unreachable: the offline message, naming the file and where it goes.
+    gone = dataclasses.replace(spec, url=f"{base}/missing.pt")
+    with pytest.raises(SegmenterUnavailableError, match="put it at"):
+        download_weights(gone, tmp_path / "third")
