@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -318,6 +319,7 @@ class Tagger:
         self._model: TagModel | None = None
         self._model_key: str | None = None
         self.texts_embedded = 0  # prompts sent to the text encoder by the last re-tag
+        self._lock = threading.RLock()
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -361,8 +363,13 @@ class Tagger:
         """The tag model for the active embedding space, (re)computing stale tag vectors.
 
         Only tags whose prompts, templates or examples changed are embedded again; the
-        text encoder runs for nothing else.
+        text encoder runs for nothing else. Serialised: the indexing pipeline and a
+        vocabulary edit from the GUI may ask at the same time.
         """
+        with self._lock:
+            return self._build_model(refresh)
+
+    def _build_model(self, refresh: bool) -> TagModel:
         self.ensure_vocabulary()
         model_vectors = self._vectors()
         model_id = model_vectors.model_id
