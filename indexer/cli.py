@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--regions",
         action=argparse.BooleanOptionalAction,
-        help="also index 5 regions per photo so small objects are found (about 6x the model work; remembered)",
+        help="also index 5 regions per photo so small objects are found (about 4x the indexing time; remembered)",
     )
     s.add_argument("--json", action="store_true", help="print a JSON summary")
 

@@ -48,7 +48,7 @@ class Settings:
     segmenter: str = DEFAULT_SEGMENTER  # mobile_sam, sam_vit_b, sam_vit_l, sam_vit_h
     sam_weights: str | None = None  # a checkpoint file instead of the model folder / download
     segment_disk_cache: bool = False  # keep image encodings on disk (about 2 MB per photo)
-    regions: bool = False  # region index: embed object proposals too (finds small objects; ~6x the model work)
+    regions: bool = False  # region index: embed object proposals too (finds small objects; ~4x the indexing time)
 
     @classmethod
     def load(cls, path: Path) -> Settings:
