@@ -55,7 +55,7 @@ class SettingsDialog(QDialog):
         self.segmenter.setCurrentIndex(max(0, self.segmenter.findData(settings.segmenter)))
         self.segment_cache = QCheckBox("Keep image encodings on disk (about 2 MB per segmented photo)")
         self.segment_cache.setChecked(settings.segment_disk_cache)
-        self.regions = QCheckBox("Index regions of photos, so small objects are found (indexing takes about 4× as long)")
+        self.regions = QCheckBox("Index regions of photos so small objects are found (indexing takes ~4× as long)")
         self.regions.setChecked(settings.regions)
         where = QLabel(
             f"{paths.data_dir}<br><small>Thumbnails: {paths.cache_dir}. "
