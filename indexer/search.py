@@ -27,6 +27,7 @@ from store.vectors import ModelVectors
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
+REGION_SLACK = 0.05  # cosine: how far below the best whole photo a region may score and still count
 
 
 @dataclass(frozen=True)
@@ -155,9 +156,13 @@ class SearchService:
         best: dict[int, tuple[float, Box | None]] = {
             int(i): (float(s), None) for i, s in zip(hits.ids, hits.scores, strict=True)
         }
-        if len(vectors.regions):
+        if len(vectors.regions) and len(hits.scores):
+            # A part of a photo counts only when it matches about as well as the best whole
+            # photos: the index is there to rescue small objects that match strongly, not to
+            # re-rank the long tail by whichever corner happens to score a little higher.
+            floor = float(hits.scores[0]) - REGION_SLACK
             for hit in vectors.regions.search(vec, k + len(exclude), allowed):
-                if hit.score > best.get(hit.image_id, (-2.0, None))[0]:
+                if hit.score >= floor and hit.score > best.get(hit.image_id, (-2.0, None))[0]:
                     best[hit.image_id] = (hit.score, hit.box)
         ranked = sorted(best.items(), key=lambda item: -item[1][0])
         return [(i, s, box) for i, (s, box) in ranked if i not in exclude][:k]
