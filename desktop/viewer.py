@@ -9,8 +9,8 @@ from functools import partial
 from pathlib import Path
 
 from PIL import Image
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication, QImage, QKeyEvent, QPixmap, QResizeEvent
+from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QKeyEvent, QPainter, QPen, QPixmap, QResizeEvent
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -336,6 +336,17 @@ class Viewer(QDialog):
             scaled = self._pixmap.scaled(
                 target, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
             )
+            region = self.current_result.region
+            if region is not None:  # where the match is (region index): outlined on the photo
+                painter = QPainter(scaled)
+                x0, y0, x1, y1 = region
+                w, h = scaled.width(), scaled.height()
+                box = QRectF(x0 * w, y0 * h, (x1 - x0) * w, (y1 - y0) * h).adjusted(2, 2, -2, -2)
+                painter.setPen(QPen(QColor(0, 0, 0, 160), 6 * ratio))
+                painter.drawRect(box)
+                painter.setPen(QPen(QColor(255, 210, 0), 3 * ratio))
+                painter.drawRect(box)
+                painter.end()
             scaled.setDevicePixelRatio(ratio)
             self.image.setPixmap(scaled)
 

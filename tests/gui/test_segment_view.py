@@ -121,3 +121,20 @@ def test_exports_cutout_and_mask_at_full_size(qtbot, viewer, tmp_path: Path) -> 
         assert mask.getpixel((120, 120)) == 255 and mask.getpixel((360, 120)) == 0
     with Image.open(tmp_path / "cut.png") as cut:
         assert cut.mode == "RGBA" and 100 <= cut.width <= 150 and cut.getpixel((0, 0))[3] in (0, 255)
+
+
+def test_viewer_outlines_the_region_that_matched(qtbot, paths: AppPaths, tmp_path: Path) -> None:
+    scene = two_shape_scene(tmp_path / "s.jpg", ShapeSpec("star", "blue"), ShapeSpec("circle", "red"), 4)
+    io = TaskRunner(1)
+    v = Viewer([SearchResult(0, str(scene), 0.5, 480, 240, region=(0.5, 0.0, 1.0, 1.0))], 0, io, lambda _p: None)
+    qtbot.addWidget(v)
+    v.resize(900, 600)
+    v.show()
+    qtbot.waitUntil(lambda: v.image.pixmap() is not None and not v.image.pixmap().isNull(), timeout=10_000)
+    img = v.image.pixmap().toImage()
+    w, h = img.width(), img.height()
+    yellow = [(x, h // 2) for x in range(w) if img.pixelColor(x, h // 2).red() > 230 and
+              img.pixelColor(x, h // 2).green() > 190 and img.pixelColor(x, h // 2).blue() < 60]  # fmt: skip
+    assert yellow and abs(min(x for x, _ in yellow) - w / 2) <= 6  # the outline starts halfway across
+    v.close()
+    io.wait()
