@@ -423,6 +423,7 @@ class MainWindow(QMainWindow):
         menu.addAction("Add tag…", lambda: self.tag_actions.add_to(ids))
         menu.addAction("Remove tag…", lambda: self.tag_actions.remove_from(ids, on_photos))
         menu.addAction("Teach a tag from selection…", lambda: self.tag_actions.teach(ids))
+        menu.addAction("Write tags to XMP sidecars…", lambda: self.tag_actions.export_xmp(ids))
         menu.exec(self.grid.viewport().mapToGlobal(pos))
 
     def _selected_results(self, fallback: QModelIndex) -> list[SearchResult]:

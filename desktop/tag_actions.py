@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QInputDialog, QLineEdit, QMessageBox
 
 from desktop.tags_panel import TagRow, TagsPanel
 from indexer.query import QueryError, parse_query
+from indexer.tagging import export_sidecars
 
 if TYPE_CHECKING:
     from desktop.main_window import MainWindow
@@ -50,6 +51,7 @@ class TagActions(QObject):
         panel.prompts_requested.connect(self.edit_prompts)
         panel.enable_requested.connect(self.set_enabled)
         panel.delete_requested.connect(self.delete)
+        panel.export_requested.connect(self.export_xmp)
 
     # ---- reading ------------------------------------------------------------------------------
 
@@ -177,6 +179,32 @@ class TagActions(QObject):
         self._run(
             lambda: tagger.tag_photos(tag, image_ids, False), lambda _t: f'Took "{tag}" off {len(image_ids)} photos.'
         )
+
+    def export_xmp(self, image_ids: list[int] | None = None) -> None:
+        """Write tags to XMP sidecars beside the photos (the photos themselves are not touched)."""
+        tags, store = self.services.tags, self.services.store
+        scope = f"{len(image_ids)} selected photos" if image_ids is not None else "every photo in the library"
+        answer = QMessageBox.question(
+            self.window,
+            "Write XMP sidecars",
+            f"Write the tags of {scope} to XMP sidecar files beside them (photo.jpg.xmp), for digiKam, "
+            "Lightroom and darktable? Photos are not modified; existing sidecars keep their other data.",
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+
+        def work() -> Any:
+            ids = image_ids if image_ids is not None else tags.image_ids().tolist()
+            return export_sidecars(tags, store, ids)
+
+        def done(report: Any) -> None:
+            message = f"Wrote {len(report.written)} XMP sidecars."
+            if report.failures:
+                message += f" {len(report.failures)} could not be written (first: {report.failures[0][1]})."
+            self.window.state_label.setText(message)
+            self.action_done.emit(message)
+
+        self.window.io_runner.submit(work, on_result=done, on_error=self.window.show_error)
 
     def teach(self, image_ids: list[int], name: str | None = None) -> None:
         if name is None:

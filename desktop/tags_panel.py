@@ -41,6 +41,7 @@ class TagsPanel(QWidget):
     prompts_requested = Signal(str)
     enable_requested = Signal(str, bool)
     delete_requested = Signal(str)
+    export_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,8 +61,12 @@ class TagsPanel(QWidget):
         self.hide_empty.toggled.connect(lambda _on: self._apply_filter())
         new = QPushButton("New tag…")
         new.clicked.connect(self.new_tag_requested.emit)
+        export = QPushButton("Export…")
+        export.setToolTip("Write every photo's tags to XMP sidecars for digiKam, Lightroom, darktable")
+        export.clicked.connect(self.export_requested.emit)
         buttons = QHBoxLayout()
         buttons.addWidget(new)
+        buttons.addWidget(export)
         buttons.addWidget(self.hide_empty)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)

@@ -260,12 +260,21 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
                 "name": rec.name,
                 "dim": rec.dim,
                 "vectors": stored,
+                "regions": store.count_regions(rec.id),
                 "index": "ok" if healthy else "stale (rebuilt on next use)",
                 "index_generation": state.generation,
             }
         )
     failures = [{"path": f.path, "error": f.error} for f in store.failures(limit=50)]
+    tag_counts = svc.tags.counts()
+    enabled = svc.tags.tags(include_disabled=False)
+    tags_summary = {
+        "vocabulary": len(enabled),
+        "in_use": sum(1 for t in enabled if tag_counts.get(t.id)),
+        "assigned": sum(tag_counts.values()),
+    }
     data = {
+        "tags": tags_summary,
         "library": str(svc.paths.data_dir),
         "folders": [f.path for f in store.folders()],
         "images": counts,
@@ -281,7 +290,10 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
         print(f"  {f}")
     print("Photos: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     for m in models:
-        print(f"Model {m['key']}: {m['vectors']} vectors, index {m['index']}")
+        regions = f", {m['regions']} region vectors" if m["regions"] else ""
+        print(f"Model {m['key']}: {m['vectors']} vectors{regions}, index {m['index']}")
+    t = tags_summary
+    print(f"Tags: {t['in_use']} of {t['vocabulary']} in use, {t['assigned']} on photos (glimpse tags list)")
     if failures:
         print("Unreadable photos:")
         for f in failures:

@@ -150,7 +150,7 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     assert (saved.model, saved.device, saved.threads, saved.segmenter) == ("ViT-B-32", "cpu", 2, "sam_vit_b")
 
 
-def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path) -> None:
+def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path, monkeypatch) -> None:
     win = window
     root = tmp_path / "Photos"
     _photos(root)
@@ -178,6 +178,17 @@ def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: P
     win.open_viewer(0)
     assert win._viewer is not None and "favourite" in win._viewer.tags.text()
     win._viewer.close()
+
+    # Write the selection's tags to an XMP sidecar (after the confirmation the user would give).
+    from PySide6.QtWidgets import QMessageBox
+
+    from indexer.xmp import read_keywords
+
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    with qtbot.waitSignal(win.tag_actions.action_done, timeout=30_000) as wrote:
+        win.tag_actions.export_xmp([circle.image_id])
+    assert "Wrote 1 XMP sidecars" in wrote.args[0]
+    assert "favourite" in read_keywords(Path(circle.path + ".xmp"))
 
     # Teach from the two blue stars; the report carries the tagged count.
     blues = [r.image_id for r in _search(qtbot, win, "a blue star")[:2]]
