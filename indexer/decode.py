@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from indexer.errors import DecodeError
+from indexer.errors import DecodeError, PhotoVanishedError
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def open_photo(
     except DecodeError:
         raise
     except FileNotFoundError as exc:
-        raise DecodeError(f"{path.name}: the file disappeared before it could be read.") from exc
+        raise PhotoVanishedError(f"{path.name}: the file disappeared before it could be read.") from exc
     except PermissionError as exc:
         raise DecodeError(f"{path.name}: permission denied.") from exc
     except UnidentifiedImageError as exc:

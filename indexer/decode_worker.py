@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from indexer.decode import PhotoMetadata, PreprocessSpec, decode_photo, register_heif
-from indexer.errors import DecodeError
+from indexer.errors import DecodeError, PhotoVanishedError
 from indexer.thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Decoded:
     meta: PhotoMetadata | None = None
     error: str | None = None
     regions: np.ndarray | None = None
+    vanished: bool = False  # the file was gone (moved or deleted): not a failure of the photo
 
 
 def init_worker(max_pixels: int, nice: int = 0) -> None:
@@ -53,6 +54,8 @@ def decode_job(
     """Decode one photo; every failure comes back as a reason, never as an exception."""
     try:
         photo = decode_photo(job.path, spec, thumb_size if thumb_dir else None, max_pixels, job.regions)
+    except PhotoVanishedError as exc:
+        return Decoded(job, error=exc.message, vanished=True)
     except DecodeError as exc:
         return Decoded(job, error=exc.message)
     except Exception as exc:  # an unexpected decoder bug must cost one photo, not the run

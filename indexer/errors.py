@@ -9,6 +9,7 @@ __all__ = [
     "GlimpseError",
     "ModelUnavailableError",
     "NotFoundError",
+    "PhotoVanishedError",
     "QueryError",
     "StoreError",
     "TeachError",
@@ -34,6 +35,14 @@ class DecodeError(GlimpseError):
     """A photo could not be decoded; the reason is recorded and the file skipped."""
 
     title = "Cannot read photo"
+
+
+class PhotoVanishedError(DecodeError):
+    """The file was gone when its turn to be decoded came (moved or deleted meanwhile).
+
+    Not a property of the photo: it must not be recorded as unreadable. The watcher or
+    the next scan says where it went (a move keeps the row, now at its new path, pending).
+    """
 
 
 class VocabularyError(GlimpseError):

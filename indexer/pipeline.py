@@ -181,6 +181,11 @@ class DecodePool:
                 else:
                     self._suspects.append(job)
                 continue
+            if result.vanished:
+                # Moved or deleted while queued: the row stays pending; the watcher or the next
+                # scan settles where it went. Recording it as unreadable would strand a moved photo.
+                log.info("skipped %s: %s", job.path, result.error)
+                continue
             if result.error is not None:
                 bad.append(FailedImage(job.image_id, result.error))
             else:

@@ -63,7 +63,7 @@ def assert_matches_disk(store: LibraryStore, pipeline: IndexingPipeline, root: P
     disk = {f.path for f in walk_photos(root)}
     rows = store.files_under(str(root))
     assert set(rows) == disk
-    assert {s.status for s in rows.values()} <= {"indexed"}
+    assert {s.status for s in rows.values()} <= {"indexed"}, [(f.path, f.error) for f in store.failures()]
     assert sorted(pipeline.vectors().index.ids().tolist()) == sorted(s.id for s in rows.values())
     assert store.count_embeddings(pipeline.vectors().model_id) == len(rows)
     return {p: s.id for p, s in rows.items()}

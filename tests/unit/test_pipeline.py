@@ -182,3 +182,27 @@ def test_a_decoder_crash_fails_only_the_guilty_photo(tmp_path: Path) -> None:
         pool.close()
     assert sorted(d.job.image_id for d in ok) == [i for i in range(10) if i != 4]
     assert [(f.image_id, "crashed" in f.error) for f in bad] == [(4, True)]
+
+
+def test_a_photo_gone_before_its_decode_is_not_recorded_as_unreadable(library, tmp_path: Path) -> None:
+    """Moved or deleted while queued: the row stays pending for the watcher or the next scan to
+    settle, instead of being marked failed (which would strand a photo that merely moved)."""
+    store, pipeline = library
+    _toy_folder(tmp_path / "photos", per_spec=1)
+    pipeline.scanner.scan([tmp_path / "photos"])
+    pending = store.pending_images(pipeline.vectors().model_id)
+    gone_id, gone_path = pending[0]
+    Path(gone_path).unlink()
+    report = _drain(pipeline.index_pending())
+    assert report.failed == 0 and report.indexed == len(pending) - 1
+    assert store.images([gone_id])[gone_id].status == ImageStatus.PENDING
+    _run(pipeline, [tmp_path / "photos"])  # the next scan notices it is gone
+    assert store.image_by_path(gone_path) is None
+
+
+def _drain(gen):  # type: ignore[no-untyped-def]
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
