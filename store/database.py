@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,20 @@ from store.errors import SchemaTooNewError, StoreError
 from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Region, Tag, TagOverride, TagVector
 
 log = logging.getLogger(__name__)
+
+# SQLite's default limit on bound parameters is 32766; stay well below it.
+CHUNK = 5000
+
+
+def chunks(items: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
+    """``items`` in slices small enough for one ``IN (...)`` each."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def utc_now() -> datetime:
+    """Naive UTC, as every timestamp in the library is stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _v1_to_v2(conn: Connection) -> None:

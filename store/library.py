@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 
-from store.database import open_engine
+from store.database import CHUNK, chunks, open_engine, utc_now
 from store.errors import NotFoundError
 from store.records import (
     EmbeddedImage,
@@ -56,18 +55,6 @@ _folders = cast(Table, Folder.__table__)
 _models = cast(Table, Model.__table__)
 _state = cast(Table, IndexState.__table__)
 _regions = cast(Table, Region.__table__)
-
-# SQLite's default limit on bound parameters is 32766; stay well below it.
-_CHUNK = 5000
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _chunks(items: Sequence[int], size: int = _CHUNK) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _under(path: str) -> tuple[str, str]:
@@ -110,6 +97,11 @@ def _update_images(conn: Connection, rows: list[dict[str, Any]], **same: Any) ->
         .values(**{k: bindparam(f"b_{k}") for k in per_row}, **same)
     )
     conn.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+
+
+def _has_vector(model_id: int) -> ColumnElement[bool]:
+    """The image of the enclosing query has a vector from ``model_id``."""
+    return select(_emb.c.image_id).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
 
 
 def _folder(row: Any) -> FolderRecord:
@@ -157,7 +149,7 @@ class LibraryStore:
         with self.engine.begin() as conn:
             row = conn.execute(select(_folders).where(_folders.c.path == path)).first()
             if row is None:
-                conn.execute(insert(_folders).values(path=path, added_at=_now(), enabled=True))
+                conn.execute(insert(_folders).values(path=path, added_at=utc_now(), enabled=True))
                 row = conn.execute(select(_folders).where(_folders.c.path == path)).one()
         return _folder(row)
 
@@ -228,8 +220,8 @@ class LibraryStore:
         """The known files among ``paths`` (for targeted rescans of watched changes)."""
         out: dict[str, FileState] = {}
         with self.engine.connect() as conn:
-            for start in range(0, len(paths), _CHUNK):
-                chunk = list(paths[start : start + _CHUNK])
+            for start in range(0, len(paths), CHUNK):
+                chunk = list(paths[start : start + CHUNK])
                 for r in conn.execute(select(*_FILE_STATE_COLS).where(_images.c.path.in_(chunk))):
                     out[r.path] = _file_state(r)
         return out
@@ -239,7 +231,7 @@ class LibraryStore:
         wanted = list(set(hashes))
         found: dict[str, list[FileState]] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(wanted):  # type: ignore[arg-type]
+            for chunk in chunks(wanted):  # type: ignore[arg-type]
                 for r in conn.execute(select(*_FILE_STATE_COLS).where(_images.c.content_hash.in_(chunk))):
                     found.setdefault(r.content_hash, []).append(_file_state(r))
         return found
@@ -263,7 +255,7 @@ class LibraryStore:
                 ],
             )
             if changes.changed:
-                for chunk in _chunks([c.id for c in changes.changed]):
+                for chunk in chunks([c.id for c in changes.changed]):
                     conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
                 self._mark_indexes_dirty(conn)
                 _update_images(
@@ -294,7 +286,7 @@ class LibraryStore:
     def _delete_images(self, conn: Connection, ids: Sequence[int]) -> None:
         if not ids:
             return
-        for chunk in _chunks(list(ids)):
+        for chunk in chunks(list(ids)):
             conn.execute(delete(_emb).where(_emb.c.image_id.in_(chunk)))
             conn.execute(delete(_regions).where(_regions.c.image_id.in_(chunk)))
             conn.execute(delete(_images).where(_images.c.id.in_(chunk)))
@@ -323,7 +315,7 @@ class LibraryStore:
                     weights_id=model.weights_id,
                     dim=model.dim,
                     preprocess=model.preprocess,
-                    created_at=_now(),
+                    created_at=utc_now(),
                 )
             )
             model_id = int(res.inserted_primary_key[0])  # type: ignore[index]
@@ -350,10 +342,7 @@ class LibraryStore:
 
     def pending_images(self, model_id: int, under: Sequence[str] | None = None) -> list[tuple[int, str]]:
         """Images that still need a vector from this model (failed ones excluded), by id."""
-        has_vec = (
-            select(_emb.c.image_id).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
-        )
-        cond = and_(_images.c.status.in_((ImageStatus.PENDING, ImageStatus.INDEXED)), ~has_vec)
+        cond = and_(_images.c.status.in_((ImageStatus.PENDING, ImageStatus.INDEXED)), ~_has_vector(model_id))
         if under:
             cond = and_(cond, _path_under(under))
         with self.engine.connect() as conn:
@@ -362,15 +351,12 @@ class LibraryStore:
 
     def images_without_regions(self, model_id: int, under: Sequence[str] | None = None) -> list[tuple[int, str]]:
         """Embedded images with no regions yet (region indexing was turned on after they were indexed)."""
-        has_vec = (
-            select(_emb.c.image_id).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == _images.c.id)).exists()
-        )
         has_regions = (
             select(_regions.c.id)
             .where(and_(_regions.c.model_id == model_id, _regions.c.image_id == _images.c.id))
             .exists()
         )
-        cond = and_(_images.c.status == ImageStatus.INDEXED, has_vec, ~has_regions)
+        cond = and_(_images.c.status == ImageStatus.INDEXED, _has_vector(model_id), ~has_regions)
         if under:
             cond = and_(cond, _path_under(under))
         with self.engine.connect() as conn:
@@ -387,7 +373,7 @@ class LibraryStore:
     ) -> list[int]:
         """Commit one batch: vectors, metadata, statuses and (when given) automatic tags and regions
         together, or nothing. Returns the ids of the region rows written, in order."""
-        now = _now()
+        now = utc_now()
         region_ids: list[int] = []
         with self.engine.begin() as conn:
             if done:
@@ -432,7 +418,7 @@ class LibraryStore:
     def _write_regions(
         conn: Connection, model_id: int, image_ids: Sequence[int], regions: Sequence[RegionVector]
     ) -> list[int]:
-        for chunk in _chunks(list(image_ids)):
+        for chunk in chunks(list(image_ids)):
             conn.execute(delete(_regions).where(and_(_regions.c.model_id == model_id, _regions.c.image_id.in_(chunk))))
         ids = []
         for r in regions:  # one by one: SQLite hands back each new id (a few per photo, cheap)
@@ -542,7 +528,7 @@ class LibraryStore:
     def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
         out: dict[int, ImageRecord] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 for row in conn.execute(select(_images).where(_images.c.id.in_(chunk))):
                     out[row.id] = _to_record(row)
         return out

@@ -11,13 +11,13 @@ the new ones, never a mix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import ColumnElement, Connection, Engine, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, update
 
+from store.database import chunks, utc_now
 from store.errors import NotFoundError, StoreError
 from store.records import ImageTagRecord, TagRecord, TagVectorRecord
 from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagSource, TagVector
@@ -29,14 +29,8 @@ _tag_vectors = cast(Table, TagVector.__table__)
 _meta = cast(Table, Meta.__table__)
 _images = cast(Table, Image.__table__)
 
-_CHUNK = 5000
-
 # One automatic tag on one photo: (image_id, tag_id, source, score).
 Assignment = tuple[int, int, str, float]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _tag(row: Any) -> TagRecord:
@@ -52,18 +46,13 @@ def _tag(row: Any) -> TagRecord:
     )
 
 
-def _chunks(items: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i : i + _CHUNK]
-
-
 def removed_pairs(conn: Connection, image_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
     """(image_id, tag_id) pairs the user took a tag off (or put one on): automatic rows skip them."""
     query = select(_overrides.c.image_id, _overrides.c.tag_id)
     if image_ids is None:
         return {(r[0], r[1]) for r in conn.execute(query)}
     out: set[tuple[int, int]] = set()
-    for chunk in _chunks(list(image_ids)):
+    for chunk in chunks(list(image_ids)):
         out |= {(r[0], r[1]) for r in conn.execute(query.where(_overrides.c.image_id.in_(chunk)))}
     return out
 
@@ -76,16 +65,22 @@ def write_automatic_tags(conn: Connection, image_ids: Sequence[int], rows: Seque
     """
     if not image_ids:
         return
-    for chunk in _chunks(list(image_ids)):
+    for chunk in chunks(list(image_ids)):
         conn.execute(
             delete(_image_tags).where(
                 and_(_image_tags.c.image_id.in_(chunk), _image_tags.c.source.in_(TagSource.AUTOMATIC))
             )
         )
     if rows:
-        decided = removed_pairs(conn, image_ids)
-        keep = [r for r in rows if (r[0], r[1]) not in decided]
+        _insert_automatic(conn, rows, removed_pairs(conn, image_ids))
+
+
+def _insert_automatic(conn: Connection, rows: Sequence[Assignment], decided: set[tuple[int, int]]) -> int:
+    """Insert automatic tag rows except on pairs the user decided on; returns how many went in."""
+    keep = [r for r in rows if (r[0], r[1]) not in decided]
+    if keep:
         conn.exec_driver_sql("INSERT INTO image_tags (image_id, tag_id, source, score) VALUES (?, ?, ?, ?)", keep)
+    return len(keep)
 
 
 class TagStore:
@@ -107,7 +102,7 @@ class TagStore:
             if conn.execute(select(_meta.c.value).where(_meta.c.key == meta_key)).first():
                 return False
             existing = set(conn.execute(select(_tags.c.name)).scalars())
-            now = _now()
+            now = utc_now()
             rows = [
                 {"name": name, "grp": group, "kind": "prompts", "prompts": json.dumps(list(prompts)),
                  "enabled": True, "threshold": None, "created_at": now}
@@ -162,7 +157,7 @@ class TagStore:
                     prompts=json.dumps(list(prompts)),
                     enabled=True,
                     threshold=threshold,
-                    created_at=_now(),
+                    created_at=utc_now(),
                 )
             )
         return self.tag(name)
@@ -206,7 +201,7 @@ class TagStore:
         """The tags each photo carries, best first (tags the user added first of all)."""
         out: dict[int, list[ImageTagRecord]] = {i: [] for i in image_ids}
         with self.engine.connect() as conn:
-            for chunk in _chunks(list(image_ids)):
+            for chunk in chunks(list(image_ids)):
                 rows = conn.execute(
                     select(
                         _image_tags.c.image_id,
@@ -260,13 +255,13 @@ class TagStore:
 
     def set_by_user(self, image_ids: Sequence[int], tag_id: int, present: bool) -> None:
         """The user puts a tag on photos, or takes it off: this wins over every re-tagging."""
-        now = _now()
+        now = utc_now()
         with self.engine.begin() as conn:
             conn.execute(
                 insert(_overrides).prefix_with("OR REPLACE"),
                 [{"image_id": i, "tag_id": tag_id, "present": present, "created_at": now} for i in image_ids],
             )
-            for chunk in _chunks(list(image_ids)):
+            for chunk in chunks(list(image_ids)):
                 conn.execute(
                     delete(_image_tags).where(and_(_image_tags.c.tag_id == tag_id, _image_tags.c.image_id.in_(chunk)))
                 )
@@ -279,7 +274,7 @@ class TagStore:
     def clear_by_user(self, image_ids: Sequence[int], tag_id: int) -> None:
         """Forget the user's decision on these photos (the automatic tagging decides again)."""
         with self.engine.begin() as conn:
-            for chunk in _chunks(list(image_ids)):
+            for chunk in chunks(list(image_ids)):
                 conn.execute(
                     delete(_overrides).where(and_(_overrides.c.tag_id == tag_id, _overrides.c.image_id.in_(chunk)))
                 )
@@ -303,24 +298,15 @@ class TagStore:
             ).all()
         return [r[0] for r in rows if r[1]], [r[0] for r in rows if not r[1]]
 
-    def replace_automatic(self, rows: Sequence[Assignment], tag_ids: Sequence[int] | None = None) -> int:
-        """Re-tagging: swap every automatic row (of ``tag_ids``, or of all tags) for ``rows``.
+    def replace_automatic(self, rows: Sequence[Assignment]) -> int:
+        """Re-tagging: swap every automatic row for ``rows``.
 
         One transaction, so readers see the old tags until the new ones are complete.
         Returns how many rows were written.
         """
         with self.engine.begin() as conn:
-            cond: ColumnElement[bool] = _image_tags.c.source.in_(TagSource.AUTOMATIC)
-            if tag_ids is not None:
-                cond = and_(cond, _image_tags.c.tag_id.in_(list(tag_ids)))
-            conn.execute(delete(_image_tags).where(cond))
-            decided = removed_pairs(conn)
-            keep = [r for r in rows if (r[0], r[1]) not in decided] if decided else list(rows)
-            if keep:
-                conn.exec_driver_sql(
-                    "INSERT INTO image_tags (image_id, tag_id, source, score) VALUES (?, ?, ?, ?)", keep
-                )
-            return len(keep)
+            conn.execute(delete(_image_tags).where(_image_tags.c.source.in_(TagSource.AUTOMATIC)))
+            return _insert_automatic(conn, rows, removed_pairs(conn))
 
     # ---- per-model tag vectors -----------------------------------------------------------
 
