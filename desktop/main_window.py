@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -278,12 +279,7 @@ class MainWindow(QMainWindow):
         self._remember(query)
         self.pages.setCurrentIndex(1)
         search = self.services.search
-        self.model_runner.submit(
-            lambda: search.search(query, k=RESULTS),
-            on_result=self._show_results,
-            on_error=self._search_failed,
-            latest_key="search",
-        )
+        self._search_by(lambda: search.search(query, k=RESULTS))
 
     def search_similar(self, target: SearchResult | str) -> None:
         self.pages.setCurrentIndex(1)
@@ -291,13 +287,12 @@ class MainWindow(QMainWindow):
         image: int | str = target.image_id if isinstance(target, SearchResult) else target
         label = Path(target.path if isinstance(target, SearchResult) else target).name
         self.search_field.setText(f"#{image}" if isinstance(image, int) else str(image))
-        self.model_runner.submit(
-            lambda: search.similar(image, k=RESULTS),
-            on_result=self._show_results,
-            on_error=self._search_failed,
-            latest_key="search",
-        )
+        self._search_by(lambda: search.similar(image, k=RESULTS))
         self.state_label.setText(f"Photos like {label}")
+
+    def _search_by(self, work: Callable[[], list[SearchResult]]) -> None:
+        """Run a search on the model thread (the newest one wins) and show its results."""
+        self.model_runner.submit(work, on_result=self._show_results, on_error=self._search_failed, latest_key="search")
 
     def _show_results(self, results: list[SearchResult]) -> None:
         self.message.hide()
@@ -373,27 +368,19 @@ class MainWindow(QMainWindow):
     def search_object(self, segmentation: Segmentation, candidate: int = 0) -> None:
         """Photos showing the object segmented in the viewer (the viewer stays open)."""
         objects = self.services.objects
-        self.pages.setCurrentIndex(1)
-        self.search_field.setText("")
-        self.state_label.setText(f"Photos showing the object selected in {Path(segmentation.photo.path).name}")
-        self.model_runner.submit(
-            lambda: objects.search_object(segmentation, candidate, k=RESULTS),
-            on_result=self._show_results,
-            on_error=self._search_failed,
-            latest_key="search",
-        )
+        self._search_from_viewer(f"Photos showing the object selected in {Path(segmentation.photo.path).name}")
+        self._search_by(lambda: objects.search_object(segmentation, candidate, k=RESULTS))
 
     def search_region(self, path: str, box: tuple[float, float, float, float]) -> None:
         objects = self.services.objects
+        self._search_from_viewer(f"Photos like the region selected in {Path(path).name}")
+        self._search_by(lambda: objects.search_region(path, box, k=RESULTS))
+
+    def _search_from_viewer(self, label: str) -> None:
+        """A search with no query text: show the results page, clear the field, say what is shown."""
         self.pages.setCurrentIndex(1)
         self.search_field.setText("")
-        self.state_label.setText(f"Photos like the region selected in {Path(path).name}")
-        self.model_runner.submit(
-            lambda: objects.search_region(path, box, k=RESULTS),
-            on_result=self._show_results,
-            on_error=self._search_failed,
-            latest_key="search",
-        )
+        self.state_label.setText(label)
 
     def _similar_from_viewer(self, result: SearchResult) -> None:
         if self._viewer is not None:

@@ -152,13 +152,10 @@ class TagActions(QObject):
 
     # ---- the selection ------------------------------------------------------------------------
 
-    def _names(self) -> list[str]:
-        return sorted(r.name for r in self.panel._rows)
-
     def add_to(self, image_ids: list[int], name: str | None = None) -> None:
         if name is None:
             name, ok = QInputDialog.getItem(
-                self.window, "Add tag", f"Tag for {len(image_ids)} photo(s):", self._names(), 0, True
+                self.window, "Add tag", f"Tag for {len(image_ids)} photo(s):", self.panel.names(), 0, True
             )
             if not ok or not name.strip():
                 return

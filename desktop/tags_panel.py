@@ -116,6 +116,9 @@ class TagsPanel(QWidget):
         items = (self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount()))
         return [item for item in items if item is not None]
 
+    def names(self) -> list[str]:
+        return sorted(r.name for r in self._rows)
+
     def row(self, name: str) -> TagRow | None:
         return next((r for r in self._rows if r.name == name), None)
 
