@@ -330,9 +330,8 @@ class Tagger:
     def ensure_vocabulary(self) -> None:
         """Seed the library's tags from the vocabulary file the first time it is used."""
         vocab = self.vocabulary
-        if self.tags.seed(vocab.tags, vocab.key):
+        if self.tags.seed(vocab.tags, vocab.key):  # the tag model's key notices the new tags
             log.info("seeded %d tags from vocabulary %s", len(vocab.tags), vocab.key)
-            self._model = None
 
     # ---- the tag model -------------------------------------------------------------------
 
@@ -359,7 +358,7 @@ class Tagger:
             [(t.id, t.kind, t.enabled, t.threshold, t.group, wanted[t.id]) for t in tags],
         )
 
-    def model(self, refresh: bool = False) -> TagModel:
+    def model(self) -> TagModel:
         """The tag model for the active embedding space, (re)computing stale tag vectors.
 
         Only tags whose prompts, templates or examples changed are embedded again; the
@@ -367,16 +366,16 @@ class Tagger:
         vocabulary edit from the GUI may ask at the same time.
         """
         with self._lock:
-            return self._build_model(refresh)
+            return self._build_model()
 
-    def _build_model(self, refresh: bool) -> TagModel:
+    def _build_model(self) -> TagModel:
         self.ensure_vocabulary()
         model_vectors = self._vectors()
         model_id = model_vectors.model_id
         tags = [t for t in self.tags.tags(include_disabled=False) if t.kind != "manual"]
         wanted = {t.id: self._wanted(t) for t in tags}
         key = self._state_key(tags, wanted)
-        if self._model is not None and not refresh and self._model_key == key:
+        if self._model is not None and self._model_key == key:
             return self._model
         vocab = self.vocabulary
         stored = self.tags.vectors(model_id)
@@ -572,8 +571,7 @@ class Tagger:
             raise TeachError(f'None of the photos marked "{tag.name}" has been indexed yet.')
         # Unlabelled background: a seeded sample of the library, minus the examples.
         all_ids = vectors.index.ids()
-        labelled = set(pos) | set(neg)
-        pool = np.array([i for i in all_ids if int(i) not in labelled], np.int64)
+        pool = all_ids[~np.isin(all_ids, np.asarray([*pos, *neg], np.int64))]
         rng = np.random.default_rng(len(pool))
         sample = rng.choice(pool, min(self.background_sample, len(pool)), replace=False) if len(pool) else pool
         xu = vectors.index.get(sample)
@@ -630,7 +628,6 @@ class Tagger:
     def delete(self, name: str) -> None:
         tag = self.tags.tag(name)
         self.tags.delete_tag(tag.id)
-        self._model = None
 
     def edit(
         self,
