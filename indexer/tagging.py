@@ -570,8 +570,8 @@ class Tagger:
         if len(xp) == 0:
             raise TeachError(f'None of the photos marked "{tag.name}" has been indexed yet.')
         # Unlabelled background: a seeded sample of the library, minus the examples.
-        all_ids = vectors.index.ids()
-        pool = all_ids[~np.isin(all_ids, np.asarray([*pos, *neg], np.int64))]
+        # Sorted, so the seeded sample depends on the library, not on the order batches landed in the index.
+        pool = np.setdiff1d(vectors.index.ids(), np.asarray([*pos, *neg], np.int64))
         rng = np.random.default_rng(len(pool))
         sample = rng.choice(pool, min(self.background_sample, len(pool)), replace=False) if len(pool) else pool
         xu = vectors.index.get(sample)
