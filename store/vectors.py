@@ -261,27 +261,25 @@ class RegionIndex:
         if len(region_ids) == 0:
             return
         with self._lock:
-            self.remove_images(sorted({int(i) for i in image_ids} & set(self._by_image)), locked=True)
+            self._drop(sorted({int(i) for i in image_ids} & set(self._by_image)))
             self.index.add(region_ids, vectors)
             for rid, iid, box in zip(region_ids.tolist(), image_ids.tolist(), boxes.tolist(), strict=True):
                 self._owner[rid] = iid
                 self._boxes[rid] = (box[0], box[1], box[2], box[3])
                 self._by_image.setdefault(iid, []).append(rid)
 
-    def remove_images(self, image_ids: Sequence[int] | np.ndarray, locked: bool = False) -> None:
-        def drop() -> None:
-            gone = [r for i in image_ids for r in self._by_image.pop(int(i), [])]
-            for r in gone:
-                self._owner.pop(r, None)
-                self._boxes.pop(r, None)
-            if gone:
-                self.index.remove(np.asarray(gone, np.int64))
+    def remove_images(self, image_ids: Sequence[int] | np.ndarray) -> None:
+        with self._lock:
+            self._drop(image_ids)
 
-        if locked:
-            drop()
-        else:
-            with self._lock:
-                drop()
+    def _drop(self, image_ids: Sequence[int] | np.ndarray) -> None:
+        """Forget the regions of ``image_ids`` (the caller holds the lock)."""
+        gone = [r for i in image_ids for r in self._by_image.pop(int(i), [])]
+        for r in gone:
+            self._owner.pop(r, None)
+            self._boxes.pop(r, None)
+        if gone:
+            self.index.remove(np.asarray(gone, np.int64))
 
     def search(self, query: np.ndarray, k: int, allowed_images: np.ndarray | None = None) -> list[RegionHit]:
         """The best region of each of the ``k`` best-matching photos."""
