@@ -108,14 +108,22 @@ class VectorIndex:
         (bench/query_bench.py); the vectors are the same, so the results are identical.
         """
         n = len(self)
-        flat = faiss.downcast_index(self._index.index)
-        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)  # type: ignore[attr-defined]
-        scores = vectors @ q
+        scores = self._storage() @ q
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         order = top[np.argsort(-scores[top], kind="stable")]
+        return SearchHits(self._positions()[order], scores[order].astype(np.float32))
+
+    def _storage(self) -> np.ndarray:
+        """FAISS's own vector storage as an (n, dim) view; valid while the lock is held and nothing changes."""
+        n = len(self)
+        flat = faiss.downcast_index(self._index.index)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)  # type: ignore[attr-defined]
+
+    def _positions(self) -> np.ndarray:
+        """Image id of each storage row (cached until the next change)."""
         if self._id_array is None:
             self._id_array = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        return SearchHits(self._id_array[order], scores[order].astype(np.float32))
+        return self._id_array
 
     def get(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stored vectors of ``ids`` that are in the index, in order (absent ids are skipped)."""
@@ -138,9 +146,7 @@ class VectorIndex:
             n = len(self)
             if n == 0:
                 return
-            flat = faiss.downcast_index(self._index.index)
-            vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)  # type: ignore[attr-defined]
-            ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            vectors, ids = self._storage(), self._positions()
             for start in range(0, n, chunk):
                 fn(ids[start : start + chunk], vectors[start : start + chunk])
 
