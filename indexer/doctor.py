@@ -132,10 +132,17 @@ def _check_thumbnails(store: LibraryStore, thumbnails_dir: Path, report: DoctorR
         return
     with store.engine.connect() as conn:
         keys = {r[0] for r in conn.execute(text("SELECT thumbnail_key FROM images WHERE thumbnail_key IS NOT NULL"))}
-    stale = [p for p in thumbnails_dir.glob("*/*") if p.is_file() and p.stem not in keys]
+    stale = [p for p in thumbnails_dir.glob("*/*.jpg") if p.is_file() and p.stem not in keys]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
         report.repairs.append(f"deleted {len(stale)} thumbnail(s) of photos no longer in the library")
     else:
         report.checks.append("thumbnails: ok")
+    # A kill between writing a thumbnail's temporary file and renaming it leaves the temporary
+    # file: expected debris, not a fault of the library (the photo is thumbnailed again).
+    unfinished = [p for p in thumbnails_dir.glob("*/*.tmp") if p.is_file()]
+    for path in unfinished:
+        path.unlink(missing_ok=True)
+    if unfinished:
+        report.checks.append(f"thumbnails: removed {len(unfinished)} unfinished write(s) left by an interrupted run")

@@ -202,8 +202,13 @@ def test_folders_and_doctor(tmp_path: Path, env: dict[str, str]) -> None:
     listed = {f["path"]: f for f in json.loads(run(["folders", "list", "--json"], env).stdout)}
     assert listed[str(a)]["photos"]["indexed"] == 1 and listed[str(b)]["online"]
 
+    # A kill between a thumbnail's temporary write and its rename leaves debris, not damage.
+    debris = Path(env["GLIMPSE_HOME"]) / "cache" / "thumbnails" / "ab" / "tmp1234.tmp"
+    debris.parent.mkdir(parents=True, exist_ok=True)
+    debris.write_bytes(b"half a jpeg")
     healthy = json.loads(run(["doctor", "--json"], env).stdout)
     assert healthy["healthy"] and healthy["repairs"] == []
+    assert not debris.exists() and any("unfinished write" in c for c in healthy["checks"])
     # Damage the library the ways a crash or a person can: the index file goes, a photo is deleted.
     for index_file in (Path(env["GLIMPSE_HOME"]) / "vectors").glob("*.faiss"):
         index_file.unlink()
