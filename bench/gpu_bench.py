@@ -40,9 +40,9 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from indexer.embedder import OpenClipEmbedder
-    from indexer.models import resolve_model
-    from indexer.segment import SEGMENTERS, SamSegmenter, build_sam
+    from indexer.models.embedder import OpenClipEmbedder
+    from indexer.models.presets import resolve_model
+    from indexer.segment.sam import SEGMENTERS, SamSegmenter, build_sam
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="ViT-B-32-256")

@@ -26,7 +26,8 @@ from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.main_window import MainWindow
-from indexer.services import Settings, build_services
+from indexer.composition import Settings, build_services
+from indexer.models.space import ModelChoice
 from indexer.toyworld.world import write_sample_folder
 from store.paths import AppPaths
 from store.records import EmbeddedImage, NewFile, ScanChanges
@@ -71,7 +72,7 @@ def run_until(app: QApplication, done, timeout: float) -> None:  # type: ignore[
 
 def bench_stall(app: QApplication, work: Path, photos: int) -> dict[str, float]:
     paths = AppPaths.from_env({"GLIMPSE_HOME": str(work / "stall")})
-    services = build_services(paths, Settings(model="toyworld"))
+    services = build_services(paths, Settings(), ModelChoice("toyworld"))
     win = MainWindow(services)
     win.show()
     win.start()
@@ -96,7 +97,7 @@ def bench_stall(app: QApplication, work: Path, photos: int) -> dict[str, float]:
 
 def bench_first_paint(app: QApplication, work: Path, library: int) -> dict[str, float]:
     paths = AppPaths.from_env({"GLIMPSE_HOME": str(work / "paint")})
-    services = build_services(paths, Settings(model="toyworld"))
+    services = build_services(paths, Settings(), ModelChoice("toyworld"))
     store = services.store
     services.pipeline.vectors()  # load the model, register it
     record = services.embedder.record
@@ -159,10 +160,11 @@ import sys, time
 t0 = time.perf_counter()
 from PySide6.QtWidgets import QApplication
 from desktop.main_window import MainWindow
-from indexer.services import Settings, build_services
+from indexer.composition import Settings, build_services
+from indexer.models.space import ModelChoice
 from store.paths import AppPaths
 app = QApplication(sys.argv[:1])
-win = MainWindow(build_services(AppPaths.from_env(), Settings(model="toyworld")))
+win = MainWindow(build_services(AppPaths.from_env(), Settings(), ModelChoice("toyworld")))
 win.show()
 app.processEvents()
 print(time.perf_counter() - t0)

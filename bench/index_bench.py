@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.decode import decode_photo
-from indexer.embedder import OpenClipEmbedder
-from indexer.models import resolve_model
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.thumbnails import ThumbnailCache
+from indexer.ingest.decode import decode_photo
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.ingest.thumbnails import ThumbnailCache
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.presets import resolve_model
+from indexer.models.space import single_space
 from indexer.toyworld.world import all_specs, render
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -114,8 +115,7 @@ def measure(
         store = LibraryStore.open(paths.database)
         pipeline = IndexingPipeline(
             store,
-            embedder,
-            paths.index_dir,
+            single_space(store, embedder, paths.index_dir),
             ThumbnailCache(paths.thumbnails_dir),
             PipelineConfig(batch_size=batch, decode_workers=workers, regions=regions),
         )

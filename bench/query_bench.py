@@ -20,8 +20,8 @@ import time
 import numpy as np
 from index_bench import random_weights  # bench/ is on sys.path when run as a script
 
-from indexer.embedder import OpenClipEmbedder
-from indexer.models import resolve_model
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.presets import resolve_model
 from store.vectors import VectorIndex
 
 log = logging.getLogger("bench")

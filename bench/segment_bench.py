@@ -28,7 +28,7 @@ OUT = Path(__file__).resolve().parent / "out"
 def random_checkpoint(arch: str) -> Path:
     import torch
 
-    from indexer.segment import build_sam
+    from indexer.segment.sam import build_sam
 
     path = OUT / f"random-sam-{arch}.pt"
     if not path.exists():
@@ -58,7 +58,7 @@ def main() -> None:
 
     import torch
 
-    from indexer.segment import SEGMENTERS, SamSegmenter
+    from indexer.segment.sam import SEGMENTERS, SamSegmenter
 
     spec = SEGMENTERS[args.segmenter]
     weights = random_checkpoint(spec.arch)
@@ -104,14 +104,15 @@ def gui_clicks(seg: object, clicks: int) -> dict[str, float]:
 
     from desktop.viewer import Viewer
     from desktop.workers import TaskRunner
-    from indexer.search import SearchResult
-    from indexer.services import Settings, build_services
+    from indexer.composition import Settings, build_services
+    from indexer.models.space import ModelChoice
+    from indexer.search.service import SearchResult
     from store.paths import AppPaths
 
     app = QApplication.instance() or QApplication([])
     with tempfile.TemporaryDirectory() as tmp:
         paths = AppPaths.from_env({"GLIMPSE_HOME": tmp}).ensure()
-        services = build_services(paths, Settings(model="toyworld"), segmenter=lambda: seg)  # type: ignore[arg-type, return-value]
+        services = build_services(paths, Settings(), ModelChoice("toyworld"), segmenter=lambda: seg)  # type: ignore[arg-type, return-value]
         path = photo(Path(tmp) / "photo.jpg", 1)
         io, model = TaskRunner(1), TaskRunner(1)
         viewer = Viewer([SearchResult(0, str(path), 1.0, 4000, 3000)], 0, io, lambda _p: None, None,

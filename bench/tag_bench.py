@@ -21,10 +21,11 @@ import numpy as np
 from index_bench import random_weights  # bench/ is on sys.path when run as a script
 from query_bench import synthetic_vectors
 
-from indexer.embedder import OpenClipEmbedder
-from indexer.models import resolve_model
-from indexer.pipeline import IndexingPipeline
-from indexer.tagging import DEFAULT_VOCABULARY, Tagger
+from indexer.ingest.pipeline import IndexingPipeline
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.presets import resolve_model
+from indexer.models.space import single_space
+from indexer.tags.tagger import DEFAULT_VOCABULARY, Tagger
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.records import EmbeddedImage, NewFile, ScanChanges
@@ -62,7 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = AppPaths.from_env({"GLIMPSE_HOME": tmp}).ensure()
         store = LibraryStore.open(paths.database)
-        pipeline = IndexingPipeline(store, embedder, paths.index_dir)
+        pipeline = IndexingPipeline(store, single_space(store, embedder, paths.index_dir))
         model_id = pipeline.vectors().model_id
         t0 = time.perf_counter()
         vectors = synthetic_vectors(args.photos, embedder.dim, np.random.default_rng(0))
@@ -71,8 +72,8 @@ def main() -> None:
         pipeline.vectors().add(np.arange(1, args.photos + 1, dtype=np.int64), vectors16)
         log.info("library of %d photos built in %.1f s", args.photos, time.perf_counter() - t0)
 
-        tags = TagStore(store.engine)
-        tagger = Tagger(tags, store, embedder, pipeline.vectors, DEFAULT_VOCABULARY)
+        tags = TagStore(store.db)
+        tagger = Tagger(tags, store, pipeline.slot, DEFAULT_VOCABULARY)
         tagger.ensure_vocabulary()
         for k in range(max(0, args.tags - len(tags.tags()))):
             tags.add_tag(f"extra concept {k}", prompts=[f"a photo of thing number {k}"])

@@ -22,13 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from indexer.embedder import OpenClipEmbedder
-from indexer.models import resolve_model
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.scanner import Scanner
-from indexer.service import LibraryService, ServiceConfig
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.ingest.scanner import Scanner
+from indexer.live.service import LibraryService, ServiceConfig
+from indexer.live.watcher import EventCoalescer, FolderWatcher
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.presets import resolve_model
+from indexer.models.space import single_space
 from indexer.toyworld.world import write_sample_folder
-from indexer.watcher import EventCoalescer, FolderWatcher
 from store.library import LibraryStore
 from store.paths import AppPaths
 
@@ -69,7 +70,9 @@ def bench_events(work: Path, photos: int, idle_s: float) -> dict[str, float]:
     paths = AppPaths.from_env({"GLIMPSE_HOME": str(work / "home")}).ensure()
     store = LibraryStore.open(paths.database)
     embedder = OpenClipEmbedder(resolve_model("toyworld"))
-    pipeline = IndexingPipeline(store, embedder, paths.index_dir, None, PipelineConfig(batch_size=128))
+    pipeline = IndexingPipeline(
+        store, single_space(store, embedder, paths.index_dir), None, PipelineConfig(batch_size=128)
+    )
     root = work / "library"
     write_sample_folder(root / "all", per_spec=max(1, photos // 36), size=(64, 48))
     count = sum(1 for _ in (root / "all").rglob("*.jpg"))

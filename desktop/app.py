@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.main_window import MainWindow
+from indexer.composition import Settings, build_services
 from indexer.errors import GlimpseError
-from indexer.services import Settings, build_services
 from store.paths import AppPaths
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return run_app(args[1:])
-    from indexer.cli import main as cli_main
+    from indexer.cli.main import main as cli_main
 
     return cli_main(args)
 

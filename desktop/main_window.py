@@ -1,10 +1,13 @@
 """The main window: search field, results grid, library panel, status bar.
 
-The window shows at once; the model loads on the model thread and the search field
+The window shows at once; the model loads on the model runner and the search field
 says so until it is ready. Nothing here calls the model, FAISS or SQL on the GUI
-thread: searches run on the model runner (one thread, latest wins), library queries
-and file operations on the I/O runner, and the library service on its own thread,
-whose status arrives through a queued signal.
+thread: searches and tag edits run on the model runner (the GUI's one thread for
+interactive model work, latest wins), library reads and file operations on the I/O
+runner, and indexing on the library service's thread (which has its own model
+thread), whose status arrives through a queued signal. Every write, from any of
+them, is a command on the library's writer thread. docs/architecture.md has the
+whole table.
 """
 
 from __future__ import annotations
@@ -60,12 +63,12 @@ from desktop.tag_actions import TagActions
 from desktop.tags_panel import TagsPanel
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
+from indexer.composition import Services
 from indexer.errors import GlimpseError
-from indexer.objects import Segmentation
-from indexer.scanner import is_photo
-from indexer.search import SearchResult
-from indexer.service import ServiceStatus
-from indexer.services import Services
+from indexer.ingest.scanner import is_photo
+from indexer.live.service import ServiceStatus
+from indexer.search.service import SearchResult
+from indexer.segment.objects import Segmentation
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ class MainWindow(QMainWindow):
     model_ready = Signal()
     results_shown = Signal(list)  # list[SearchResult], after the grid was updated
     library_changed = Signal()  # folder list refreshed
+    model_switch_started = Signal(str)  # "started", "switched", "current" or "failed"
 
     def __init__(self, services: Services) -> None:
         super().__init__()
@@ -90,7 +94,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Glimpse")
         self.resize(1200, 800)
         self.setAcceptDrops(True)
-        self.model_runner = TaskRunner(1, self)  # the only thread that calls the model
+        self.model_runner = TaskRunner(1, self)  # interactive model work: searches, tag edits (latest wins)
         self.io_runner = TaskRunner(2, self)
         self.thumbnails = ThumbnailProvider(services.thumbnails, parent=self)
         self.results = ResultsModel(self.thumbnails, self)
@@ -106,6 +110,16 @@ class MainWindow(QMainWindow):
     # ---- layout ------------------------------------------------------------------------------
 
     def _build(self) -> None:
+        """The window's parts, each built by its own method; this only puts them together."""
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self._build_welcome())
+        self.pages.addWidget(self._build_results_page())
+        self.setCentralWidget(self.pages)
+        self._build_docks()
+        self._build_status_bar()
+        self._build_shortcuts()
+
+    def _build_search_bar(self) -> QHBoxLayout:
         self.search_field = QLineEdit(placeholderText="Loading the model…", clearButtonEnabled=True)
         self.search_field.textEdited.connect(lambda _t: self._debounce.start())
         self.search_field.returnPressed.connect(self.run_search)
@@ -127,7 +141,9 @@ class MainWindow(QMainWindow):
         top.addWidget(self.search_field, 1)
         top.addWidget(self.sort)
         top.addWidget(self.zoom)
+        return top
 
+    def _build_grid(self) -> QListView:
         self.grid = QListView()
         self.grid.setViewMode(QListView.ViewMode.IconMode)
         self.grid.setResizeMode(QListView.ResizeMode.Adjust)
@@ -147,17 +163,23 @@ class MainWindow(QMainWindow):
         paste.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         paste.triggered.connect(self.paste)
         self.grid.addAction(paste)
+        return self.grid
+
+    def _build_results_page(self) -> QWidget:
+        top = self._build_search_bar()
+        grid = self._build_grid()
         self._set_zoom(self.zoom.value())
         self.message = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         self.message.setWordWrap(True)
         self.message.hide()
-
         results_page = QWidget()
         layout = QVBoxLayout(results_page)
         layout.addLayout(top)
         layout.addWidget(self.message)
-        layout.addWidget(self.grid, 1)
+        layout.addWidget(grid, 1)
+        return results_page
 
+    def _build_welcome(self) -> QWidget:
         welcome = QWidget()
         wl = QVBoxLayout(welcome)
         wl.addStretch(1)
@@ -171,12 +193,9 @@ class MainWindow(QMainWindow):
         wl.addWidget(title)
         wl.addWidget(add, 0, Qt.AlignmentFlag.AlignHCenter)
         wl.addStretch(2)
+        return welcome
 
-        self.pages = QStackedWidget()
-        self.pages.addWidget(welcome)
-        self.pages.addWidget(results_page)
-        self.setCentralWidget(self.pages)
-
+    def _build_docks(self) -> None:
         self.folder_list = QListWidget()
         add_btn = QPushButton("Add…")
         add_btn.clicked.connect(self.choose_folder)
@@ -198,13 +217,14 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.tags_panel = TagsPanel()
-        self.tag_actions = TagActions(self, self.tags_panel)
+        self.tag_actions = TagActions(self.services, self, self.tags_panel, self)
         tags_dock = QDockWidget("Tags", self)
         tags_dock.setObjectName("tags")
         tags_dock.setWidget(self.tags_panel)
         tags_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, tags_dock)
 
+    def _build_status_bar(self) -> None:
         self.state_label = QLabel("Starting…")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
@@ -219,6 +239,8 @@ class MainWindow(QMainWindow):
         settings_btn = QPushButton("Settings…", flat=True)
         settings_btn.clicked.connect(self.open_settings)
         self.statusBar().addPermanentWidget(settings_btn)
+
+    def _build_shortcuts(self) -> None:
         for text, keys, slot in (
             ("Search", QKeySequence.StandardKey.Find, self._focus_search),
             ("Add folder…", QKeySequence.StandardKey.Open, self.choose_folder),
@@ -229,6 +251,14 @@ class MainWindow(QMainWindow):
             action.setShortcut(keys)
             action.triggered.connect(slot)
             self.addAction(action)
+
+    # ---- what tag actions need from the window (desktop.tag_actions.TagHost) -------------------
+
+    def current_query(self) -> str:
+        return self.search_field.text()
+
+    def report(self, message: str) -> None:
+        self.state_label.setText(message)
 
     def _focus_search(self) -> None:
         self.pages.setCurrentIndex(1)
@@ -244,7 +274,6 @@ class MainWindow(QMainWindow):
 
     def start(self) -> None:
         """Load the model and start the library service, both off the GUI thread."""
-        self.services.library.on_status = self._bridge.status.emit
         self.model_runner.submit(
             self._load_engine, on_result=lambda _r: self._engine_ready(), on_error=self._engine_failed
         )
@@ -256,7 +285,7 @@ class MainWindow(QMainWindow):
     def _engine_ready(self) -> None:
         self._ready = True
         self.search_field.setPlaceholderText('Search your photos: dog on a beach, "beach" - "people", ...')
-        self.services.library.start()
+        self.services.library.start(on_status=self._bridge.status.emit)
         self.tag_actions.refresh()
         self.model_ready.emit()
         if self.search_field.text().strip():
@@ -343,13 +372,46 @@ class MainWindow(QMainWindow):
                 self.search_similar(str(target))
 
     def open_settings(self) -> None:
+        """Read what the dialog shows off the GUI thread (counts, devices present, the model in use)."""
         from desktop.settings_dialog import SettingsDialog
+        from indexer.models.embedder import available_devices
 
-        store = self.services.store
-        self.io_runner.submit(
-            lambda: sum(store.status_counts().values()),
-            on_result=lambda photos: SettingsDialog(self.services.settings, self.services.paths, photos, self).open(),
-        )
+        services = self.services
+
+        def read() -> tuple[int, Any, list[str]]:
+            return sum(services.store.status_counts().values()), services.switch.state(), available_devices()
+
+        def show(data: tuple[int, Any, list[str]]) -> None:
+            dialog = SettingsDialog(services.settings, services.paths, *data, parent=self)
+            dialog.accepted.connect(lambda: self._settings_saved(dialog))
+            self.settings_dialog = dialog
+            dialog.open()
+
+        self.io_runner.submit(read, on_result=show, on_error=self.show_error)
+
+    def _settings_saved(self, dialog: Any) -> None:
+        choice = dialog.switch_to
+        if choice is None:
+            return
+        switch, library = self.services.switch, self.services.library
+        self.state_label.setText(f"Loading {choice.name} to switch the library to it…")
+
+        def started(outcome: str) -> None:
+            library.continue_switch()
+            self.state_label.setText(
+                f"Switching to {choice.name} in the background; search uses the current model until it is done."
+                if outcome == "started"
+                else f"The library uses {choice.name}."
+            )
+            self.model_switch_started.emit(outcome)
+
+        def failed(exc: BaseException) -> None:
+            self.state_label.setText("The model was not changed.")
+            self.show_error(exc)
+            self.model_switch_started.emit("failed")
+
+        # Loading the new model happens on the model runner; a failure leaves the library as it was.
+        self.model_runner.submit(lambda: switch.begin(choice), on_result=started, on_error=failed)
 
     # ---- viewer and actions ------------------------------------------------------------------
 
@@ -433,13 +495,12 @@ class MainWindow(QMainWindow):
             self.add_folder(folder)
 
     def add_folder(self, folder: str) -> None:
-        try:
-            self.services.library.add_folder(folder)
-        except GlimpseError as exc:
-            self.show_error(exc)
-            return
+        """Queued to the library service (or the I/O runner before it starts): the window never waits."""
+        library = self.services.library
         self.pages.setCurrentIndex(1)
-        self.refresh_folders()
+        self.io_runner.submit(
+            lambda: library.add_folder(folder), on_result=lambda _r: self.refresh_folders(), on_error=self.show_error
+        )
 
     def remove_folder(self, folder: str) -> None:
         self.io_runner.submit(
@@ -499,6 +560,11 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, p.total)
             self.progress.setValue(p.done)
             self.progress.show()
+        elif status.state == "switching" and p is not None and p.total:
+            self.state_label.setText(f"Switching model: {p.done} of {p.total} photos embedded (search works meanwhile)")
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            self.progress.show()
         else:
             labels = {
                 "idle": "Up to date",
@@ -511,6 +577,7 @@ class MainWindow(QMainWindow):
             self.progress.hide()
         if status.message:
             self.statusBar().showMessage(status.message, 10000)
+            self.refresh_folders()
         if status.state in ("idle", "paused") or (p is not None and p.done == p.total):
             self.refresh_folders()
             if self._ready:
@@ -560,7 +627,7 @@ class MainWindow(QMainWindow):
         self._debounce.stop()
         self.services.library.stop()
         for runner in (self.model_runner, self.io_runner, self.thumbnails.runner):
-            runner.wait()
+            runner.close()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
         self.shutdown()

@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
 from desktop.images import load_image
 from desktop.workers import TaskRunner
-from indexer.search import SearchResult
-from indexer.thumbnails import ThumbnailCache
+from indexer.ingest.thumbnails import ThumbnailCache
+from indexer.search.service import SearchResult
 
 ResultRole = Qt.ItemDataRole.UserRole + 1
 Index = QModelIndex | QPersistentModelIndex

@@ -1,6 +1,9 @@
-"""Settings: model preset, device, threads, segmentation model, and where the library lives.
+"""Settings: the library's model, device, threads, segmentation model, and where the library lives.
 
-Saved to the library's settings file.
+Saved to the library's settings file, except the model: the library records its own,
+and choosing another one here starts a switch in the background (the window does
+that after the dialog closes, loading the new model first so that a failure changes
+nothing). The dialog shows the model actually in use, and only devices that exist.
 """
 
 from __future__ import annotations
@@ -16,33 +19,52 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from indexer.models import DEFAULT_MODEL, PRESETS
-from indexer.segment import SEGMENTERS
-from indexer.services import Settings
+from indexer.composition import Settings
+from indexer.live.switch import SwitchState
+from indexer.models.presets import PRESETS
+from indexer.models.space import ModelChoice
+from indexer.segment.sam import SEGMENTERS
 from store.paths import HOME_ENV, AppPaths
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, settings: Settings, paths: AppPaths, photos: int, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        paths: AppPaths,
+        photos: int,
+        switch: SwitchState,
+        devices: list[str],
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Glimpse settings")
         self.settings = settings
         self.paths = paths
+        self.current = switch.active or ModelChoice("?")
+        self.switch_to: ModelChoice | None = None  # set on Save when another model was chosen
         self.model = QComboBox()
         for preset in PRESETS.values():
             self.model.addItem(f"{preset.name} — {preset.summary}", preset.name)
-        current = settings.model or DEFAULT_MODEL
-        if current not in PRESETS:
-            self.model.addItem(current, current)
-        self.model.setCurrentIndex(max(0, self.model.findData(current)))
+        if self.current.name not in PRESETS:
+            self.model.addItem(self.current.display, self.current.name)
+        self.model.setCurrentIndex(max(0, self.model.findData(self.current.name)))
+        self.in_use = QLabel(wordWrap=True)
+        note = f"In use: <b>{self.current.display}</b>."
+        if switch.target is not None:
+            note += (
+                f" Switching to <b>{switch.target.display}</b>: {switch.done} of {switch.total} photos "
+                "embedded; search uses the current model until it is done."
+            )
+        self.in_use.setText(note)
         self.cost = QLabel(wordWrap=True)
         self._photos = photos
         self.model.currentIndexChanged.connect(self._explain_cost)
         self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.device.setCurrentText(settings.device if settings.device in DEVICES else "auto")
+        self.device.addItems(devices)  # only devices this machine has
+        self.device.setCurrentText(settings.device if settings.device in devices else "auto")
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
         self.threads.setSpecialValueText("automatic")
@@ -64,6 +86,7 @@ class SettingsDialog(QDialog):
         )
         form = QFormLayout(self)
         form.addRow("Model", self.model)
+        form.addRow("", self.in_use)
         form.addRow("", self.cost)
         form.addRow("Device", self.device)
         form.addRow("CPU threads", self.threads)
@@ -79,22 +102,20 @@ class SettingsDialog(QDialog):
 
     def _explain_cost(self) -> None:
         chosen = self.model.currentData()
-        if chosen == (self.settings.model or DEFAULT_MODEL):
-            self.cost.setText("The current model.")
+        if chosen == self.current.name:
+            self.cost.setText("")
             return
-        # A new embedding space: every photo is embedded again (vectors of other models are kept).
-        minutes = self._photos / 20 / 60  # ~20 photos/s end to end on a 2-core CPU (README, Performance)
+        # A new embedding space: every photo is embedded again, in the background.
+        minutes = self._photos / 20 / 60  # an estimate: ~20 photos/s end to end on a 2-core laptop CPU
         self.cost.setText(
-            f"Switching re-indexes all {self._photos} photos with the new model (roughly "
+            f"Switching embeds all {self._photos} photos again with {chosen} (roughly "
             f"{max(1, round(minutes))} min on a laptop CPU; the first use downloads its weights). "
-            "Takes effect when Glimpse restarts."
+            "It runs in the background and search keeps working with the current model until it is done."
         )
 
     def accept(self) -> None:
         chosen = self.model.currentData()
-        if chosen != (self.settings.model or DEFAULT_MODEL):
-            self.settings.weights = None  # a weights file belongs to the model it was chosen for
-        self.settings.model = chosen
+        self.switch_to = None if chosen == self.current.name else ModelChoice(chosen)
         self.settings.device = self.device.currentText()
         self.settings.threads = self.threads.value() or None
         self.settings.segmenter = self.segmenter.currentData()

@@ -29,8 +29,8 @@ from desktop.images import PREVIEW_MAX, load_image
 from desktop.segment_view import SegmentCanvas
 from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
-from indexer.objects import ObjectSearch, Segmentation, cutout
-from indexer.search import SearchResult
+from indexer.search.service import SearchResult
+from indexer.segment.objects import ObjectSearch, Segmentation, cutout
 
 
 def _save_png(image: Image.Image, path: str) -> None:

@@ -54,6 +54,7 @@ class TaskRunner(QObject):
         self._latest: dict[str, int] = {}
         self._lock = threading.Lock()
         self._keep: set[_Signals] = set()
+        self._closed = False  # after close(), late results are dropped: their widgets may be gone
 
     def submit(
         self,
@@ -77,12 +78,12 @@ class TaskRunner(QObject):
 
         def deliver(value: Any) -> None:
             self._keep.discard(signals)
-            if on_result is not None and wanted():
+            if on_result is not None and wanted() and not self._closed:
                 on_result(value)
 
         def fail(exc: Any) -> None:
             self._keep.discard(signals)
-            if on_error is not None and wanted():
+            if on_error is not None and wanted() and not self._closed:
                 on_error(exc)
 
         signals.result.connect(deliver)
@@ -91,3 +92,9 @@ class TaskRunner(QObject):
 
     def wait(self, msecs: int = 30000) -> bool:
         return self.pool.waitForDone(msecs)
+
+    def close(self, msecs: int = 30000) -> bool:
+        """Wait for the running tasks, then drop every result still on its way to the GUI thread."""
+        done = self.wait(msecs)
+        self._closed = True
+        return done

@@ -7,10 +7,12 @@ from store.errors import GlimpseError, NotFoundError, StoreError
 __all__ = [
     "DecodeError",
     "GlimpseError",
+    "ModelMismatchError",
     "ModelUnavailableError",
     "NotFoundError",
     "PhotoVanishedError",
     "QueryError",
+    "SettingsError",
     "StoreError",
     "TeachError",
     "VocabularyError",
@@ -55,3 +57,17 @@ class TeachError(GlimpseError):
     """A tag cannot be taught from the examples given."""
 
     title = "Cannot teach this tag"
+
+
+class SettingsError(GlimpseError):
+    """A setting (in settings.json, a flag or an environment variable) has a value Glimpse cannot use."""
+
+    title = "Invalid setting"
+    exit_code = 2
+
+
+class ModelMismatchError(GlimpseError):
+    """The command asked for a model other than the one the library is indexed with."""
+
+    title = "The library uses another model"
+    exit_code = 2

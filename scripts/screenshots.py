@@ -23,7 +23,8 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="glimpse-shots-"))
     os.environ["GLIMPSE_HOME"] = str(home / "home")
     from desktop.main_window import MainWindow
-    from indexer.services import Settings, build_services
+    from indexer.composition import Settings, build_services
+    from indexer.models.space import ModelChoice
     from indexer.toyworld.world import write_sample_folder
     from store.paths import AppPaths
 
@@ -31,7 +32,7 @@ def main() -> int:
     total = len(write_sample_folder(photos, per_spec=3, size=(480, 360)))
     app = QApplication(sys.argv)
     app.setStyle("Fusion")  # as desktop.app.run_app does
-    services = build_services(AppPaths.from_env(), Settings(model="toyworld"))
+    services = build_services(AppPaths.from_env(), Settings(), ModelChoice("toyworld"))
     win = MainWindow(services)
     win.resize(1360, 860)
     win.move(20, 20)

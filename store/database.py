@@ -1,9 +1,18 @@
-"""Opening the SQLite library: connection settings and explicit schema migrations.
+"""Opening the SQLite library: connection settings, transactions and explicit schema migrations.
 
-WAL lets readers (the GUI, a second CLI) run while the indexer writes;
+WAL lets readers (the GUI, a second CLI) run while the writer writes;
 ``synchronous=NORMAL`` in WAL mode survives a killed process without losing a
 committed transaction. Foreign keys are off by default in SQLite and must be
 switched on per connection, or the cascades in the schema would not fire.
+
+Transactions are Glimpse's, not the driver's: Python's sqlite3 module opens a
+transaction only at the first INSERT/UPDATE/DELETE, so a SELECT followed by an
+UPDATE inside ``engine.begin()`` was not one transaction, and DDL ran in autocommit.
+The driver's own handling is switched off and every transaction is begun
+explicitly: ``BEGIN`` for readers (one consistent snapshot across their
+statements) and ``BEGIN IMMEDIATE`` for the writer (the write lock is taken before
+the first read, so nothing can change between what a command reads and what it
+writes). Migrations run on the writer, in the same transaction as their stamp.
 """
 
 from __future__ import annotations
@@ -19,7 +28,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.errors import SchemaTooNewError, StoreError
+from store.lock import LibraryLock
 from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Region, Tag, TagOverride, TagVector
+from store.writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,7 @@ MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # no implicit transactions: see the module docstring
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -68,21 +80,68 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
-def open_engine(path: Path) -> Engine:
-    """An engine over the library at ``path``, created and migrated as needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def create_library_engine(path: Path, immediate: bool = False) -> Engine:
+    """An engine over the SQLite file at ``path`` whose transactions begin as the module says."""
     engine = create_engine(f"sqlite:///{path}", future=True)
     event.listen(engine, "connect", _on_connect)
-    try:
-        migrate(engine)
-    except (OperationalError, DatabaseError) as exc:
-        engine.dispose()
-        raise StoreError(
-            f"Cannot open the library database {path}: {exc.orig}. If the file is damaged, "
-            "move it aside; Glimpse will create a new one and re-index your folders.",
-            title="Library database unreadable",
-        ) from exc
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    event.listen(engine, "begin", _begin)
     return engine
+
+
+def _unreadable(path: Path, exc: OperationalError | DatabaseError) -> StoreError:
+    return StoreError(
+        f"Cannot open the library database {path}: {exc.orig}. If the file is damaged, "
+        "move it aside; Glimpse will create a new one and re-index your folders.",
+        title="Library database unreadable",
+    )
+
+
+class Database:
+    """The library's SQLite file: a read engine for any thread, and the one :class:`Writer`.
+
+    Opening never writes unless the schema must be created or migrated; that, like
+    every other change, goes through the writer and therefore takes the library lock.
+    """
+
+    def __init__(self, path: Path, lock: LibraryLock | None = None) -> None:
+        self.path = path
+        self.read = create_library_engine(path)
+        self._write_engine = create_library_engine(path, immediate=True)
+        self.lock = lock if lock is not None else LibraryLock(path.parent / "library.lock")
+        self.writer = Writer(self._write_engine, self.lock)
+
+    @classmethod
+    def open(cls, path: Path, lock: LibraryLock | None = None) -> Database:
+        """Open (creating and migrating as needed) the library database at ``path``."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = cls(path, lock)
+        try:
+            with db.read.connect() as conn:
+                version = schema_version(conn)
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"This library was written by a newer Glimpse (schema {version}, this one knows "
+                    f"{SCHEMA_VERSION}). Update Glimpse, or point GLIMPSE_HOME at another folder."
+                )
+            if version < SCHEMA_VERSION:
+                migrate(db.writer)
+        except (OperationalError, DatabaseError) as exc:
+            db.close()
+            raise _unreadable(path, exc) from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self.writer.close()
+        self.read.dispose()
+        self._write_engine.dispose()
 
 
 def schema_version(conn: Connection) -> int:
@@ -94,26 +153,31 @@ def schema_version(conn: Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the database to ``SCHEMA_VERSION`` in one transaction per step."""
-    with engine.begin() as conn:
+def migrate(writer: Writer) -> None:
+    """Bring the database to ``SCHEMA_VERSION``: each step and its stamp in one writer transaction.
+
+    The version is read again inside the transaction, so two processes racing to
+    migrate a library (the lock makes the second wait) never run a step twice.
+    """
+
+    def step(conn: Connection) -> bool:
         version = schema_version(conn)
         if version > SCHEMA_VERSION:
-            raise SchemaTooNewError(
-                f"This library was written by a newer Glimpse (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}). Update Glimpse, or point GLIMPSE_HOME at another folder."
-            )
+            raise SchemaTooNewError(f"This library was written by a newer Glimpse (schema {version}).")
+        if version == SCHEMA_VERSION:
+            return False
         if version == 0:
             Base.metadata.create_all(conn)
             _stamp(conn, SCHEMA_VERSION)
             log.info("created library schema v%d", SCHEMA_VERSION)
-            return
-    while version < SCHEMA_VERSION:
-        with engine.begin() as conn:
-            MIGRATIONS[version](conn)
-            version += 1
-            _stamp(conn, version)
-            log.info("migrated library schema to v%d", version)
+            return False
+        MIGRATIONS[version](conn)
+        _stamp(conn, version + 1)
+        log.info("migrated library schema to v%d", version + 1)
+        return True
+
+    while writer.call(step):
+        pass
 
 
 def _stamp(conn: Connection, version: int) -> None:

@@ -42,3 +42,16 @@ class NotFoundError(GlimpseError):
 
     title = "Not found"
     exit_code = 5
+
+
+class LibraryBusyError(StoreError):
+    """Another process owns the library and did not let go in time."""
+
+    title = "Library in use"
+    exit_code = 75  # EX_TEMPFAIL: try again later
+
+
+class NoLibraryError(NotFoundError):
+    """A read-only command was run where no library exists yet; it must not create one."""
+
+    title = "No library yet"

@@ -1,17 +1,20 @@
 """Repository over the library database.
 
-All writes for one unit of work (a scan's findings, a batch of embeddings) go
-through one transaction, so a kill at any moment leaves either all of it or
-none of it. Hot paths use Core statements (``executemany``), which are several
-times faster than the ORM unit of work at 100k rows (see shared/performance.md).
+Reads run on the caller's thread over the read engine. Every write is a command
+on the library's one :class:`~store.writer.Writer`: one unit of work (a scan's
+findings, a batch of embeddings) is one ``BEGIN IMMEDIATE`` transaction, so a
+kill at any moment leaves either all of it or none of it, and no other write can
+come between what a command reads and what it writes. Hot paths use Core
+statements (``executemany``), several times faster than the ORM unit of work at
+100k rows (docs/performance.md).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import (
@@ -32,7 +35,7 @@ from sqlalchemy import (
     update,
 )
 
-from store.database import CHUNK, chunks, open_engine, utc_now
+from store.database import CHUNK, Database, chunks, utc_now
 from store.errors import NotFoundError
 from store.records import (
     EmbeddedImage,
@@ -45,7 +48,7 @@ from store.records import (
     RegionVector,
     ScanChanges,
 )
-from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Model, Region
+from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Meta, Model, Region
 from store.tags import Assignment, write_automatic_tags
 
 # Core statements over the ORM tables: bulk executemany without the unit of work.
@@ -55,6 +58,9 @@ _folders = cast(Table, Folder.__table__)
 _models = cast(Table, Model.__table__)
 _state = cast(Table, IndexState.__table__)
 _regions = cast(Table, Region.__table__)
+_meta = cast(Table, Meta.__table__)
+
+T = TypeVar("T")
 
 
 def _under(path: str) -> tuple[str, str]:
@@ -132,26 +138,34 @@ def _to_record(row: object) -> ImageRecord:
 class LibraryStore:
     """Folders, images, models and embeddings of one library."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.engine: Engine = db.read  # for reads only: writes go through ``write``
 
     @classmethod
     def open(cls, path: Path) -> LibraryStore:
-        return cls(open_engine(path))
+        return cls(Database.open(path))
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.close()
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` as one command on the library's writer (inline if already inside one)."""
+        return self.db.writer.call(fn)
 
     # ---- folders -------------------------------------------------------------------------
 
     def add_folder(self, path: str) -> FolderRecord:
         """Register a watched root (idempotent)."""
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             row = conn.execute(select(_folders).where(_folders.c.path == path)).first()
             if row is None:
                 conn.execute(insert(_folders).values(path=path, added_at=utc_now(), enabled=True))
                 row = conn.execute(select(_folders).where(_folders.c.path == path)).one()
-        return _folder(row)
+            return _folder(row)
+
+        return self.write(command)
 
     def folders(self) -> list[FolderRecord]:
         with self.engine.connect() as conn:
@@ -159,8 +173,10 @@ class LibraryStore:
         return [_folder(r) for r in rows]
 
     def set_folder_online(self, path: str, online: bool) -> None:
-        with self.engine.begin() as conn:
+        def command(conn: Connection) -> Any:
             conn.execute(update(_folders).where(_folders.c.path == path).values(online=online))
+
+        self.write(command)
 
     def folder_counts(self) -> dict[str, dict[str, int]]:
         """Photos per status under each folder (for `glimpse folders list` and the library panel)."""
@@ -183,30 +199,39 @@ class LibraryStore:
         Ids, vectors and tags stay; returns the ids that moved.
         """
         n = len(src.rstrip(os.sep))
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             ids = list(conn.execute(select(_images.c.id).where(_path_under([src]))).scalars())
             if ids:
                 new_path = literal(dst.rstrip(os.sep), String) + func.substr(_images.c.path, n + 1)
                 conn.execute(update(_images).where(_path_under([src])).values(path=new_path, folder_id=folder_id))
-        return ids
+            return ids
+
+        return self.write(command)
 
     def remove_under(self, path: str) -> list[int]:
         """Forget every image under ``path`` (a deleted folder); returns their ids."""
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             ids = list(conn.execute(select(_images.c.id).where(_path_under([path]))).scalars())
             self._delete_images(conn, ids)
-        return ids
+            return ids
+
+        return self.write(command)
 
     def remove_folder(self, path: str) -> list[int]:
         """Forget a root and every image under it; returns the removed image ids."""
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             folder = conn.execute(select(_folders.c.id).where(_folders.c.path == path)).first()
             if folder is None:
                 raise NotFoundError(f"{path} is not a folder of this library.")
             ids = list(conn.execute(select(_images.c.id).where(_path_under([path]))).scalars())
             self._delete_images(conn, ids)
             conn.execute(delete(_folders).where(_folders.c.id == folder.id))
-        return ids
+            return ids
+
+        return self.write(command)
 
     # ---- scanning ------------------------------------------------------------------------
 
@@ -244,7 +269,8 @@ class LibraryStore:
         """
         if changes.empty:
             return
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             if changes.removed:
                 self._delete_images(conn, changes.removed)
             _update_images(
@@ -283,6 +309,8 @@ class LibraryStore:
                     ],
                 )
 
+        self.write(command)
+
     def _delete_images(self, conn: Connection, ids: Sequence[int]) -> None:
         if not ids:
             return
@@ -301,9 +329,26 @@ class LibraryStore:
 
     # ---- models --------------------------------------------------------------------------
 
+    def find_model(self, key: str) -> int | None:
+        """The id of the embedding space ``key`` if the library knows it (a read: never writes)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_models.c.id).where(_models.c.key == key)).first()
+        return None if row is None else int(row[0])
+
+    def model(self, model_id: int) -> ModelRecord | None:
+        return next((m for m in self.models() if m.id == model_id), None)
+
+    def drop_model(self, model_id: int) -> None:
+        """Forget an embedding space with its vectors, regions, tag vectors and index state (cascades)."""
+        self.write(lambda conn: conn.execute(delete(_models).where(_models.c.id == model_id)))
+
     def register_model(self, model: ModelRecord) -> int:
-        """The id of this embedding space, created on first use."""
-        with self.engine.begin() as conn:
+        """The id of this embedding space, created on first use (reading first: no write if known)."""
+        known = self.find_model(model.key)
+        if known is not None:
+            return known
+
+        def command(conn: Connection) -> Any:
             row = conn.execute(select(_models.c.id).where(_models.c.key == model.key)).first()
             if row is not None:
                 return int(row[0])
@@ -321,6 +366,8 @@ class LibraryStore:
             model_id = int(res.inserted_primary_key[0])  # type: ignore[index]
             conn.execute(insert(_state).values(model_id=model_id, generation=0, count=0, clean=False))
             return model_id
+
+        return int(self.write(command))
 
     def models(self) -> list[ModelRecord]:
         with self.engine.connect() as conn:
@@ -374,8 +421,9 @@ class LibraryStore:
         """Commit one batch: vectors, metadata, statuses and (when given) automatic tags and regions
         together, or nothing. Returns the ids of the region rows written, in order."""
         now = utc_now()
-        region_ids: list[int] = []
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
+            region_ids: list[int] = []
             if done:
                 # INSERT OR REPLACE: a batch re-run after a crash must not duplicate.
                 conn.execute(
@@ -412,7 +460,9 @@ class LibraryStore:
                 status=ImageStatus.FAILED,
                 indexed_at=now,
             )
-        return region_ids
+            return region_ids
+
+        return list(self.write(command))
 
     @staticmethod
     def _write_regions(
@@ -513,7 +563,8 @@ class LibraryStore:
         Only marks clean if the embedding count still matches, so a save that raced a
         commit is never trusted.
         """
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             actual = conn.execute(
                 select(func.count()).select_from(_emb).where(_emb.c.model_id == model_id)
             ).scalar_one()
@@ -522,6 +573,8 @@ class LibraryStore:
                 .where(_state.c.model_id == model_id)
                 .values(generation=generation, count=count, clean=(actual == count))
             )
+
+        self.write(command)
 
     # ---- queries -------------------------------------------------------------------------
 
@@ -557,3 +610,19 @@ class LibraryStore:
                 select(_images).where(_images.c.status == ImageStatus.FAILED).order_by(_images.c.path).limit(limit)
             ).all()
         return [_to_record(r) for r in rows]
+
+    # ---- bookkeeping ---------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        """Set (or with None, delete) a library-wide value, as a writer command."""
+
+        def command(conn: Connection) -> None:
+            conn.execute(delete(_meta).where(_meta.c.key == key))
+            if value is not None:
+                conn.execute(insert(_meta).values(key=key, value=value))
+
+        self.write(command)

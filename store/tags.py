@@ -11,13 +11,13 @@ the new ones, never a mix.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, update
 
-from store.database import chunks, utc_now
+from store.database import Database, chunks, utc_now
 from store.errors import NotFoundError, StoreError
 from store.records import ImageTagRecord, TagRecord, TagVectorRecord
 from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagSource, TagVector
@@ -28,6 +28,8 @@ _overrides = cast(Table, TagOverride.__table__)
 _tag_vectors = cast(Table, TagVector.__table__)
 _meta = cast(Table, Meta.__table__)
 _images = cast(Table, Image.__table__)
+
+T = TypeVar("T")
 
 # One automatic tag on one photo: (image_id, tag_id, source, score).
 Assignment = tuple[int, int, str, float]
@@ -44,6 +46,11 @@ def _tag(row: Any) -> TagRecord:
         enabled=bool(m["enabled"]),
         threshold=m["threshold"],
     )
+
+
+def _named(conn: Connection, name: str) -> Any:
+    """The row of the tag called ``name`` (case-insensitive), or None."""
+    return conn.execute(select(_tags).where(func.lower(_tags.c.name) == name.strip().lower())).first()
 
 
 def removed_pairs(conn: Connection, image_ids: Sequence[int] | None = None) -> set[tuple[int, int]]:
@@ -84,10 +91,17 @@ def _insert_automatic(conn: Connection, rows: Sequence[Assignment], decided: set
 
 
 class TagStore:
-    """Tags over the library's engine (the same SQLite file as :class:`LibraryStore`)."""
+    """Tags in the library's database (the same SQLite file as :class:`LibraryStore`).
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    Reads use the read engine; every change is a command on the library's writer.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.engine: Engine = db.read
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        return self.db.writer.call(fn)
 
     # ---- vocabulary ----------------------------------------------------------------------
 
@@ -97,7 +111,8 @@ class TagStore:
         Seeding is remembered, so a user who deletes default tags does not get them back.
         Returns whether anything was added.
         """
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             meta_key = f"vocabulary_seeded:{key}"
             if conn.execute(select(_meta.c.value).where(_meta.c.key == meta_key)).first():
                 return False
@@ -114,6 +129,8 @@ class TagStore:
             conn.execute(insert(_meta).prefix_with("OR REPLACE"), [{"key": meta_key, "value": now.isoformat()}])
             return bool(rows)
 
+        return bool(self._write(command))
+
     def tags(self, include_disabled: bool = True) -> list[TagRecord]:
         query = select(_tags).order_by(_tags.c.grp, _tags.c.name)
         if not include_disabled:
@@ -124,7 +141,7 @@ class TagStore:
     def tag(self, name: str) -> TagRecord:
         """The tag called ``name`` (case-insensitive), or :class:`NotFoundError`."""
         with self.engine.connect() as conn:
-            row = conn.execute(select(_tags).where(func.lower(_tags.c.name) == name.strip().lower())).first()
+            row = _named(conn, name)
         if row is None:
             raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
         return _tag(row)
@@ -146,9 +163,11 @@ class TagStore:
         name = name.strip()
         if not name:
             raise StoreError("A tag needs a name.", title="Empty tag name")
-        if self.find(name) is not None:
-            raise StoreError(f'A tag called "{name}" already exists.', title="Tag exists")
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
+            # Checked inside the command: no other write can add the same name in between.
+            if _named(conn, name) is not None:
+                raise StoreError(f'A tag called "{name}" already exists.', title="Tag exists")
             conn.execute(
                 insert(_tags).values(
                     name=name,
@@ -160,6 +179,8 @@ class TagStore:
                     created_at=utc_now(),
                 )
             )
+
+        self._write(command)
         return self.tag(name)
 
     def update_tag(self, tag_id: int, **changes: Any) -> TagRecord:
@@ -174,21 +195,27 @@ class TagStore:
                 values[key] = value
             else:
                 raise ValueError(f"unknown tag field {key}")
-        if "name" in values:
-            other = self.find(values["name"])
-            if other is not None and other.id != tag_id:
-                raise StoreError(f'A tag called "{values["name"]}" already exists.', title="Tag exists")
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
+            if "name" in values:
+                other = _named(conn, values["name"])
+                if other is not None and other.id != tag_id:
+                    raise StoreError(f'A tag called "{values["name"]}" already exists.', title="Tag exists")
             conn.execute(update(_tags).where(_tags.c.id == tag_id).values(**values))
-            row = conn.execute(select(_tags).where(_tags.c.id == tag_id)).first()
+            return conn.execute(select(_tags).where(_tags.c.id == tag_id)).first()
+
+        row = self._write(command)
         if row is None:
             raise NotFoundError(f"Tag #{tag_id} no longer exists.")
         return _tag(row)
 
     def delete_tag(self, tag_id: int) -> None:
         """Delete a tag with everything hanging off it (photo tags, overrides, vectors)."""
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             conn.execute(delete(_tags).where(_tags.c.id == tag_id))
+
+        self._write(command)
 
     # ---- tags on photos ------------------------------------------------------------------
 
@@ -256,7 +283,8 @@ class TagStore:
     def set_by_user(self, image_ids: Sequence[int], tag_id: int, present: bool) -> None:
         """The user puts a tag on photos, or takes it off: this wins over every re-tagging."""
         now = utc_now()
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             conn.execute(
                 insert(_overrides).prefix_with("OR REPLACE"),
                 [{"image_id": i, "tag_id": tag_id, "present": present, "created_at": now} for i in image_ids],
@@ -271,9 +299,12 @@ class TagStore:
                     [{"image_id": i, "tag_id": tag_id, "source": TagSource.USER, "score": 1.0} for i in image_ids],
                 )
 
+        self._write(command)
+
     def clear_by_user(self, image_ids: Sequence[int], tag_id: int) -> None:
         """Forget the user's decision on these photos (the automatic tagging decides again)."""
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             for chunk in chunks(list(image_ids)):
                 conn.execute(
                     delete(_overrides).where(and_(_overrides.c.tag_id == tag_id, _overrides.c.image_id.in_(chunk)))
@@ -287,6 +318,8 @@ class TagStore:
                         )
                     )
                 )
+
+        self._write(command)
 
     def examples(self, tag_id: int) -> tuple[list[int], list[int]]:
         """(positives, negatives): photos the user put this tag on, and took it off."""
@@ -304,9 +337,12 @@ class TagStore:
         One transaction, so readers see the old tags until the new ones are complete.
         Returns how many rows were written.
         """
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             conn.execute(delete(_image_tags).where(_image_tags.c.source.in_(TagSource.AUTOMATIC)))
             return _insert_automatic(conn, rows, removed_pairs(conn))
+
+        return int(self._write(command))
 
     # ---- per-model tag vectors -----------------------------------------------------------
 
@@ -321,7 +357,8 @@ class TagStore:
     def save_vectors(self, model_id: int, records: Sequence[TagVectorRecord]) -> None:
         if not records:
             return
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             conn.execute(
                 insert(_tag_vectors).prefix_with("OR REPLACE"),
                 [
@@ -339,6 +376,8 @@ class TagStore:
                 ],
             )
 
+        self._write(command)
+
     # ---- bookkeeping ---------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -346,5 +385,8 @@ class TagStore:
             return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as conn:
+
+        def command(conn: Connection) -> Any:
             conn.execute(insert(_meta).prefix_with("OR REPLACE"), [{"key": key, "value": value}])
+
+        self._write(command)

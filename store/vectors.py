@@ -222,20 +222,36 @@ def open_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: P
 
 
 def rebuild_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: Path) -> VectorIndex:
-    """Build the index from the stored vectors and save it as the next generation."""
+    """Build the index from the stored vectors and save it as the next generation.
+
+    Saving is a write: a process that does not own the library (a search while the
+    app indexes) keeps the rebuilt index in memory and leaves the file to the owner.
+    """
     index = VectorIndex(dim)
     for ids, vecs in store.iter_embeddings(model_id, dim):
         index.add(ids, vecs)
-    save_vector_index(store, model_id, index, index_dir)
-    log.info("rebuilt vector index for model %d with %d vectors", model_id, len(index))
+    saved, _ = store.db.writer.try_call(lambda _conn: save_vector_index(store, model_id, index, index_dir))
+    log.info(
+        "rebuilt vector index for model %d with %d vectors%s",
+        model_id,
+        len(index),
+        "" if saved else " (in memory; another process owns the library)",
+    )
     return index
 
 
 def save_vector_index(store: LibraryStore, model_id: int, index: VectorIndex, index_dir: Path) -> None:
-    """Save as the next generation, then record that generation in the database."""
-    generation = max(store.index_state(model_id).generation, index.generation) + 1
-    index.save(index_path(index_dir, model_id), generation)
-    store.mark_index_saved(model_id, generation, len(index))
+    """Save as the next generation, then record that generation in the database.
+
+    One writer command: no batch can land between writing the file and vouching for it.
+    """
+
+    def command(_conn: object) -> None:
+        generation = max(store.index_state(model_id).generation, index.generation) + 1
+        index.save(index_path(index_dir, model_id), generation)
+        store.mark_index_saved(model_id, generation, len(index))
+
+    store.write(command)
 
 
 @dataclass(frozen=True)
@@ -354,14 +370,23 @@ class ModelVectors:
         return len(self.index)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors (a writer command, so it is ordered with the database changes)."""
         if len(ids):
-            self.index.add(ids, vectors)
-            self._dirty = True
+            self.store.write(lambda _conn: self._add(ids, vectors))
+
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.index.add(ids, vectors)
+        self._dirty = True
 
     def remove(self, ids: np.ndarray | list[int]) -> None:
-        if len(ids) and self.index.remove(ids):
+        """Drop the vectors (and regions) of ``ids`` (a writer command)."""
+        if len(ids):
+            self.store.write(lambda _conn: self._remove(ids))
+
+    def _remove(self, ids: np.ndarray | list[int]) -> None:
+        if self.index.remove(ids):
             self._dirty = True
-        if len(ids) and len(self.regions):
+        if len(self.regions):
             self.regions.remove_images(ids)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
@@ -373,7 +398,11 @@ class ModelVectors:
 
     def save(self) -> None:
         """Persist if anything changed since the last save (or the database distrusts the file)."""
-        if self._dirty or not self.store.index_state(self.model_id).clean:
-            save_vector_index(self.store, self.model_id, self.index, self.index_dir)
-        self._dirty = False
-        self._last_save = time.monotonic()
+
+        def command(_conn: object) -> None:
+            if self._dirty or not self.store.index_state(self.model_id).clean:
+                save_vector_index(self.store, self.model_id, self.index, self.index_dir)
+            self._dirty = False
+            self._last_save = time.monotonic()
+
+        self.store.write(command)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.embedder import OpenClipEmbedder
-from indexer.models import resolve_model
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.presets import resolve_model
 from store.paths import AppPaths
 
 

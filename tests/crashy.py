@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from indexer.decode_worker import Decoded, DecodeJob, decode_job
+from indexer.ingest.decode_worker import Decoded, DecodeJob, decode_job
 
 
 def crash_on_named(job: DecodeJob, *args: object) -> Decoded:

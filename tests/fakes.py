@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from indexer.decode import PreprocessSpec
+from indexer.models.preprocess import PreprocessSpec
 from store.records import ModelRecord
 
 
@@ -68,7 +68,7 @@ class FloodFillSegmenter:
     def predict(self, points, labels, box=None):  # type: ignore[no-untyped-def]
         from collections import deque
 
-        from indexer.segment import Prediction
+        from indexer.segment.sam import Prediction
 
         assert self.image is not None
         self.calls.append((None if points is None else points.copy(), labels, box))

@@ -19,7 +19,7 @@ from tests.photos import write_photo
 
 def glimpse_cmd() -> list[str]:
     script = Path(sys.executable).parent / "glimpse"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "indexer.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "indexer.cli.main"]
 
 
 def run(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:

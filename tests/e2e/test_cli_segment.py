@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from indexer.segment import build_sam
+from indexer.segment.sam import build_sam
 from indexer.toyworld.world import ShapeSpec, all_specs
 from tests.e2e.test_cli import env, run  # noqa: F401  (env is a fixture)
 from tests.photos import write_photo

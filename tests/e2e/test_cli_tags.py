@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from indexer.tags.xmp import read_keywords
 from indexer.toyworld.world import all_specs
-from indexer.xmp import read_keywords
 from tests.e2e.test_cli import env, run  # noqa: F401  (env is a fixture)
 from tests.photos import write_photo
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.scanner import walk_photos
+from indexer.ingest.scanner import walk_photos
 from indexer.toyworld.world import all_specs
 from tests.e2e.test_cli import glimpse_cmd, run
 from tests.photos import write_photo

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.scanner import walk_photos
-from indexer.service import LibraryService, ServiceConfig
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.ingest.scanner import walk_photos
+from indexer.live.service import LibraryService, ServiceConfig
+from indexer.models.space import single_space
 from indexer.toyworld.world import all_specs
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -29,7 +30,9 @@ def photo(path: Path, n: int) -> Path:
 def live(paths: AppPaths, tmp_path: Path):
     store = LibraryStore.open(paths.database)
     embedder = FakeEmbedder({})
-    pipeline = IndexingPipeline(store, embedder, paths.index_dir, None, PipelineConfig(batch_size=64, decode_workers=1))
+    pipeline = IndexingPipeline(
+        store, single_space(store, embedder, paths.index_dir), None, PipelineConfig(batch_size=64, decode_workers=1)
+    )
     root = tmp_path / "Photos"
     root.mkdir()
     store.add_folder(str(root))

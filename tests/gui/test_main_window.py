@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from PySide6.QtCore import QMimeData, Qt, QUrl
 
 from desktop.main_window import MainWindow
-from indexer.services import Settings, build_services
+from indexer.composition import Settings, build_services
+from indexer.models.space import ModelChoice
 from indexer.toyworld.world import ShapeSpec, all_specs
 from store.paths import AppPaths
 from tests.photos import write_photo
@@ -18,7 +20,7 @@ from tests.photos import write_photo
 @pytest.fixture
 def window(qtbot, paths: AppPaths):  # type: ignore[no-untyped-def]
     threads_before = set(threading.enumerate())
-    services = build_services(paths, Settings(model="toyworld", precision="fp32"))
+    services = build_services(paths, Settings(precision="fp32"), ModelChoice("toyworld"))
     win = MainWindow(services)
     qtbot.addWidget(win)
     win.show()
@@ -119,7 +121,7 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     from PySide6.QtGui import QGuiApplication, QImage
 
     from desktop.settings_dialog import SettingsDialog
-    from indexer.services import Settings
+    from indexer.composition import Settings
 
     win = window
     root = tmp_path / "Photos"
@@ -137,17 +139,30 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
         win.paste()
     assert Path(blocker.args[0][0].path).name == "green-heart.jpg"
 
-    dialog = SettingsDialog(win.services.settings, paths, 37, win)
+    # The dialog shows the model in use (not a saved preference), and only devices this machine has.
+    state = win.services.switch.state()
+    dialog = SettingsDialog(win.services.settings, paths, 37, state, ["auto", "cpu"], win)
     qtbot.addWidget(dialog)
+    assert "In use: <b>toyworld</b>" in dialog.in_use.text()
+    assert dialog.model.currentData() == "toyworld"
+    assert [dialog.device.itemText(i) for i in range(dialog.device.count())] == ["auto", "cpu"]
     dialog.model.setCurrentIndex(dialog.model.findData("ViT-B-32"))
-    assert "re-indexes all 37 photos" in dialog.cost.text()
+    assert "embeds all 37 photos again" in dialog.cost.text()
     dialog.device.setCurrentText("cpu")
     dialog.threads.setValue(2)
     dialog.segmenter.setCurrentIndex(dialog.segmenter.findData("sam_vit_b"))
     assert "downloads 375 MB" in dialog.segmenter.currentText()
-    dialog.accept()
+    dialog.accepted.connect(lambda: win._settings_saved(dialog))
+    # ViT-B-32's weights cannot be downloaded here: the switch fails and changes nothing.
+    with qtbot.waitSignal(win.model_switch_started, timeout=60_000) as switched:
+        dialog.accept()
+    assert switched.args == ["failed"]
     saved = Settings.load(paths.settings_file)
-    assert (saved.model, saved.device, saved.threads, saved.segmenter) == ("ViT-B-32", "cpu", 2, "sam_vit_b")
+    assert (saved.device, saved.threads, saved.segmenter) == ("cpu", 2, "sam_vit_b")
+    assert "model" not in json.loads(paths.settings_file.read_text())
+    assert win.services.switch.state().active.name == "toyworld"
+    assert win.services.switch.target() is None
+    assert _search(qtbot, win, "a red circle"), "search still answers with the library's model"
 
 
 def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path, monkeypatch) -> None:
@@ -182,7 +197,7 @@ def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: P
     # Write the selection's tags to an XMP sidecar (after the confirmation the user would give).
     from PySide6.QtWidgets import QMessageBox
 
-    from indexer.xmp import read_keywords
+    from indexer.tags.xmp import read_keywords
 
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(win.tag_actions.action_done, timeout=30_000) as wrote:

@@ -11,8 +11,9 @@ from PySide6.QtGui import QImage
 
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
-from indexer.search import SearchResult
-from indexer.services import Settings, build_services
+from indexer.composition import Settings, build_services
+from indexer.models.space import ModelChoice
+from indexer.search.service import SearchResult
 from indexer.toyworld.world import ShapeSpec
 from store.paths import AppPaths
 from tests.fakes import FloodFillSegmenter
@@ -22,7 +23,7 @@ from tests.unit.test_objects import two_shape_scene
 @pytest.fixture
 def viewer(qtbot, paths: AppPaths, tmp_path: Path):  # type: ignore[no-untyped-def]
     fake = FloodFillSegmenter()
-    services = build_services(paths, Settings(model="toyworld", precision="fp32"), segmenter=lambda: fake)
+    services = build_services(paths, Settings(precision="fp32"), ModelChoice("toyworld"), segmenter=lambda: fake)
     scene = two_shape_scene(tmp_path / "scene.jpg", ShapeSpec("star", "blue"), ShapeSpec("circle", "red"), 4, 6)
     result = SearchResult(0, str(scene.resolve()), 1.0, 480, 240)
     io, model = TaskRunner(1), TaskRunner(1)

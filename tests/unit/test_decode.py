@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import PreprocessSpec, decode_photo, open_photo, register_heif, to_model_input
 from indexer.errors import DecodeError
+from indexer.ingest.decode import decode_photo, open_photo, register_heif, to_model_input
+from indexer.models.preprocess import PreprocessSpec
 from tests.photos import save_oriented
 
 SPEC = PreprocessSpec(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.embedder import OpenClipEmbedder, cpu_bf16_is_fast
 from indexer.errors import ModelUnavailableError, NotFoundError
-from indexer.models import resolve_model
+from indexer.models.embedder import OpenClipEmbedder, cpu_bf16_is_fast
+from indexer.models.presets import resolve_model
 
 TINY = "glimpse-test-tiny"
 TINY_CFG = {

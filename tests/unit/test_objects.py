@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from indexer.embedder import OpenClipEmbedder
 from indexer.errors import QueryError
-from indexer.objects import ObjectSearch, cutout, mask_box, object_crop
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.search import SearchService
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.space import single_space
+from indexer.search.service import SearchService
+from indexer.segment.objects import ObjectSearch, cutout, mask_box, object_crop
 from indexer.toyworld.world import ShapeSpec, all_specs, background, draw_shape
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -41,7 +42,9 @@ def two_shape_scene(path: Path, left: ShapeSpec, right: ShapeSpec, seed: int, or
 @pytest.fixture
 def objects(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
     store = LibraryStore.open(paths.database)
-    pipeline = IndexingPipeline(store, toy_embedder, paths.index_dir, None, PipelineConfig(batch_size=32))
+    pipeline = IndexingPipeline(
+        store, single_space(store, toy_embedder, paths.index_dir), None, PipelineConfig(batch_size=32)
+    )
     root = tmp_path / "library"
     truth = {}
     for n, spec in enumerate(all_specs()):
@@ -51,8 +54,8 @@ def objects(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
     for _ in pipeline.run([root]):
         pass
     segmenter = FloodFillSegmenter()
-    search = SearchService(store, toy_embedder, pipeline.vectors)
-    yield ObjectSearch(store, toy_embedder, search, lambda: segmenter), segmenter, truth
+    search = SearchService(store, pipeline.slot)
+    yield ObjectSearch(store, search, lambda: segmenter), segmenter, truth
     store.close()
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.embedder import OpenClipEmbedder
-from indexer.pipeline import Control, IndexingPipeline, IndexReport, PipelineConfig
-from indexer.search import SearchService
-from indexer.thumbnails import ThumbnailCache
+from indexer.ingest.pipeline import Control, IndexingPipeline, IndexReport, PipelineConfig
+from indexer.ingest.thumbnails import ThumbnailCache
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.space import single_space
+from indexer.search.service import SearchService
 from indexer.toyworld.world import all_specs
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -32,8 +33,7 @@ def library(paths: AppPaths, toy_embedder: OpenClipEmbedder):
     store = LibraryStore.open(paths.database)
     pipeline = IndexingPipeline(
         store,
-        toy_embedder,
-        paths.index_dir,
+        single_space(store, toy_embedder, paths.index_dir),
         ThumbnailCache(paths.thumbnails_dir),
         PipelineConfig(batch_size=16, decode_workers=2),
     )
@@ -55,7 +55,7 @@ def test_index_then_search_finds_the_right_shapes(library, tmp_path: Path, toy_e
     truth = _toy_folder(tmp_path / "photos")
     report = _run(pipeline, [tmp_path / "photos"])
     assert (report.indexed, report.failed) == (len(truth), 0)
-    search = SearchService(store, toy_embedder, pipeline.vectors)
+    search = SearchService(store, pipeline.slot)
     hits = 0
     for spec in all_specs():
         top = search.search(spec.caption, k=2)
@@ -162,9 +162,9 @@ def test_changed_photo_is_re_embedded_and_vector_replaced(library, tmp_path: Pat
 
 
 def test_a_decoder_crash_fails_only_the_guilty_photo(tmp_path: Path) -> None:
-    from indexer.decode import PreprocessSpec
-    from indexer.decode_worker import DecodeJob
-    from indexer.pipeline import DecodePool
+    from indexer.ingest.decode_worker import DecodeJob
+    from indexer.ingest.pipeline import DecodePool
+    from indexer.models.preprocess import PreprocessSpec
     from tests.crashy import crash_on_named
 
     paths = [write_photo(tmp_path / f"ok{i}.jpg", all_specs()[i], seed=i) for i in range(9)]

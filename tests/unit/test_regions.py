@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import ImageDraw
 
-from indexer.decode import REGION_BOXES
-from indexer.embedder import OpenClipEmbedder
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.search import SearchService
+from indexer.ingest.decode import REGION_BOXES
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.space import single_space
+from indexer.search.service import SearchService
 from indexer.toyworld.world import ShapeSpec, all_specs, background, draw_shape
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -39,7 +40,9 @@ def _run(pipeline: IndexingPipeline, root: Path) -> None:
 @pytest.fixture
 def library(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
     store = LibraryStore.open(paths.database)
-    pipeline = IndexingPipeline(store, toy_embedder, paths.index_dir, None, PipelineConfig(batch_size=16))
+    pipeline = IndexingPipeline(
+        store, single_space(store, toy_embedder, paths.index_dir), None, PipelineConfig(batch_size=16)
+    )
     root = tmp_path / "photos"
     for n, spec in enumerate(s for s in all_specs() if s != ShapeSpec("star", "blue")):
         write_photo(root / f"{spec.colour}-{spec.shape}.jpg", spec, seed=900 + n)
@@ -51,7 +54,7 @@ def library(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
 def test_regions_find_small_objects_and_say_where(library, toy_embedder) -> None:
     store, pipeline, root, scene = library
     _run(pipeline, root)  # first without regions
-    search = SearchService(store, toy_embedder, pipeline.vectors)
+    search = SearchService(store, pipeline.slot)
     assert store.count_regions(pipeline.vectors().model_id) == 0
     before = search.search("a blue star", k=40)
     rank_before = [r.path for r in before].index(scene)
@@ -83,7 +86,7 @@ def test_region_index_is_rebuilt_from_the_database_on_open(library, toy_embedder
     store, pipeline, root, scene = library
     pipeline.config = replace(pipeline.config, regions=True)
     _run(pipeline, root)
-    fresh = IndexingPipeline(store, toy_embedder, paths.index_dir, None, PipelineConfig())
+    fresh = IndexingPipeline(store, single_space(store, toy_embedder, paths.index_dir), None, PipelineConfig())
     assert len(fresh.vectors().regions) == len(pipeline.vectors().regions) > 0
-    top = SearchService(store, toy_embedder, fresh.vectors).search("a blue star", k=1)[0]
+    top = SearchService(store, fresh.slot).search("a blue star", k=1)[0]
     assert top.path == scene and top.region == REGION_BOXES[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.scanner import Scanner, content_hash, walk_photos
+from indexer.ingest.scanner import Scanner, content_hash, walk_photos
 from store.library import LibraryStore
 from store.records import EmbeddedImage, FailedImage, ModelRecord
 from store.schema import ImageStatus

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from indexer.errors import NotFoundError, QueryError
-from indexer.query import parse_query
-from indexer.search import SearchService
+from indexer.models.space import single_space
+from indexer.search.query import parse_query
+from indexer.search.service import SearchService
 from store.library import LibraryStore
 from store.records import EmbeddedImage, NewFile, ScanChanges
-from store.vectors import ModelVectors
 from tests.fakes import FakeEmbedder
 
 
@@ -89,8 +89,8 @@ def service(tmp_path: Path) -> tuple[SearchService, dict[str, int], FakeEmbedder
             )
         )
     store.save_batch(model_id, done, [])
-    mv = ModelVectors.open(store, model_id, 3, tmp_path / "idx")
-    yield SearchService(store, embedder, lambda: mv), ids, embedder
+    slot = single_space(store, embedder, tmp_path / "idx")
+    yield SearchService(store, slot), ids, embedder
     store.close()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from indexer.segment import SEGMENTERS, SamSegmenter, SegmenterUnavailableError, build_sam
+from indexer.segment.sam import SEGMENTERS, SamSegmenter, SegmenterUnavailableError, build_sam
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_download_reports_progress_checks_size_and_records_the_digest(served, tm
     import dataclasses
     import hashlib
 
-    from indexer.segment import download_weights
+    from indexer.segment.sam import download_weights
 
     root, base = served
     payload = bytes(range(256)) * 8192  # 2 MiB

@@ -176,7 +176,7 @@ def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
     store = LibraryStore.open(path)
     try:
         assert [(f.path, f.online) for f in store.folders()] == [("/photos", True)]
-        tags = TagStore(store.engine)
+        tags = TagStore(store.db)
         assert tags.add_tag("beach", prompts=["a beach"]).prompts == ("a beach",)  # v3 tables exist
         store.set_folder_online("/photos", False)
         assert store.folders()[0].online is False

@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.embedder import OpenClipEmbedder
 from indexer.errors import QueryError, TeachError, VocabularyError
-from indexer.pipeline import IndexingPipeline, PipelineConfig
-from indexer.search import SearchService
-from indexer.tagging import TOYWORLD_VOCABULARY, Tagger, TagModel, Vocabulary, fit_logistic
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.space import single_space
+from indexer.search.service import SearchService
+from indexer.tags.editor import TagEditor
+from indexer.tags.model import TagModel
+from indexer.tags.tagger import Tagger
+from indexer.tags.teaching import fit_logistic
+from indexer.tags.vocabulary import TOYWORLD_VOCABULARY, Vocabulary
 from indexer.toyworld.world import all_specs
 from store.errors import NotFoundError
 from store.library import LibraryStore
@@ -30,6 +35,7 @@ class Lib:
     tags: TagStore
     pipeline: IndexingPipeline
     tagger: Tagger
+    editor: TagEditor
     search: SearchService
     truth: dict[int, tuple[str, str]]  # image id -> (colour, shape)
 
@@ -42,10 +48,11 @@ def _index(pipeline: IndexingPipeline, root: Path) -> None:
 @pytest.fixture
 def lib(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
     store = LibraryStore.open(paths.database)
-    tags = TagStore(store.engine)
-    pipeline = IndexingPipeline(store, toy_embedder, paths.index_dir, None, PipelineConfig(batch_size=32))
-    tagger = Tagger(tags, store, toy_embedder, pipeline.vectors, TOYWORLD_VOCABULARY)
-    pipeline.tagger = tagger.assign
+    tags = TagStore(store.db)
+    slot = single_space(store, toy_embedder, paths.index_dir)
+    tagger = Tagger(tags, store, slot, TOYWORLD_VOCABULARY)
+    tagger.seed_vocabulary()
+    pipeline = IndexingPipeline(store, slot, None, PipelineConfig(batch_size=32), tagger)
     root = tmp_path / "photos"
     files = {}
     for n, spec in enumerate(all_specs()):
@@ -54,7 +61,8 @@ def lib(paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path):
             files[path] = (spec.colour, spec.shape)
     _index(pipeline, root)
     truth = {store.image_by_path(str(p.resolve())).id: cs for p, cs in files.items()}
-    yield Lib(store, tags, pipeline, tagger, SearchService(store, toy_embedder, pipeline.vectors, tags), truth)
+    editor = TagEditor(tags, store, tagger)
+    yield Lib(store, tags, pipeline, tagger, editor, SearchService(store, slot, tags), truth)
     store.close()
 
 
@@ -99,14 +107,14 @@ def test_vocabulary_edits_retag_without_the_image_model(lib: Lib, toy_embedder: 
     image_calls, text_calls = toy_embedder.image_calls, toy_embedder.text_calls
     report = lib.tagger.retag()  # nothing changed: no prompt is embedded again
     assert report.photos == len(lib.truth) and report.texts_embedded == 0
-    lib.tagger.add_tag("violet star", prompts=["a purple star"])
+    lib.editor.add_tag("violet star", prompts=["a purple star"])
     report = lib.tagger.retag()
     # Only the new tag's one prompt went through the text encoder.
     assert report.texts_embedded == 1
     tagged = {i for i, _, _ in lib.tags.images_with_tag(lib.tags.tag("violet star").id)}
     purple_stars = {i for i, cs in lib.truth.items() if cs == ("purple", "star")}
     assert len(tagged & purple_stars) >= 7 and len(tagged & purple_stars) >= 0.6 * len(tagged)
-    lib.tagger.edit("star", enabled=False)
+    lib.editor.edit("star", enabled=False)
     lib.tagger.retag()
     assert lib.tags.counts().get(lib.tags.tag("star").id, 0) == 0
     assert toy_embedder.image_calls == image_calls  # no photo was embedded again
@@ -116,11 +124,11 @@ def test_vocabulary_edits_retag_without_the_image_model(lib: Lib, toy_embedder: 
 def test_user_overrides_survive_retagging(lib: Lib) -> None:
     star = next(i for i, (c, s) in lib.truth.items() if s == "star" and "star" in _names(lib, i))
     circle = next(i for i, (c, s) in lib.truth.items() if s == "circle")
-    lib.tagger.tag_photos("star", [star], present=False)
-    lib.tagger.tag_photos("star", [circle], present=True)
-    lib.tagger.tag_photos("holiday", [circle], present=True)  # a new hand-only tag
+    lib.editor.tag_photos("star", [star], present=False)
+    lib.editor.tag_photos("star", [circle], present=True)
+    lib.editor.tag_photos("holiday", [circle], present=True)  # a new hand-only tag
     for _ in range(2):
-        lib.tagger.edit("star", add_prompts=["star"])  # a vocabulary change: full re-tag
+        lib.editor.edit("star", add_prompts=["star"])  # a vocabulary change: full re-tag
         lib.tagger.retag()
         assert "star" not in _names(lib, star)
         assert {"star", "holiday"} <= _names(lib, circle)
@@ -136,7 +144,7 @@ def test_teach_by_example_from_five_photos_finds_the_rest(lib: Lib) -> None:
     blue_stars = sorted(i for i, cs in lib.truth.items() if cs == ("blue", "star"))
     examples, rest = blue_stars[:5], blue_stars[5:]
     others = [i for i, cs in lib.truth.items() if cs != ("blue", "star")]
-    report = lib.tagger.teach("our star", examples)
+    report = lib.editor.teach("our star", examples)
     tagged = {i for i, _, _ in lib.tags.images_with_tag(lib.tags.tag("our star").id)}
     found = len(set(rest) & tagged) / len(rest)
     false = len(tagged & set(others))
@@ -153,15 +161,15 @@ def test_teach_by_example_from_five_photos_finds_the_rest(lib: Lib) -> None:
 
 def test_teaching_needs_a_positive_and_reports_unknown_precision_for_few(lib: Lib) -> None:
     with pytest.raises(TeachError):
-        lib.tagger.teach("nothing", [])
+        lib.editor.teach("nothing", [])
     one = next(i for i, cs in lib.truth.items() if cs == ("green", "heart"))
-    report = lib.tagger.teach("one heart", [one])
+    report = lib.editor.teach("one heart", [one])
     assert report.precision is None  # nothing to hold out with a single example
 
 
 def test_new_photos_are_tagged_as_they_are_indexed(lib: Lib, tmp_path: Path) -> None:
     blue_stars = sorted(i for i, cs in lib.truth.items() if cs == ("blue", "star"))
-    lib.tagger.teach("our star", blue_stars[:5])
+    lib.editor.teach("our star", blue_stars[:5])
     spec = next(s for s in all_specs() if (s.colour, s.shape) == ("blue", "star"))
     path = write_photo(tmp_path / "photos" / "new" / "late.jpg", spec, seed=99)
     _index(lib.pipeline, tmp_path / "photos")

@@ -17,7 +17,7 @@ from watchdog.events import (
 )
 from watchdog.observers.polling import PollingObserver
 
-from indexer.watcher import INOTIFY_HELP, EventCoalescer, FolderWatcher, TreeChange, filesystem_type, is_temporary
+from indexer.live.watcher import INOTIFY_HELP, EventCoalescer, FolderWatcher, TreeChange, filesystem_type, is_temporary
 
 
 class Clock:

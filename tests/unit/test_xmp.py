@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import GlimpseError
-from indexer.xmp import Keyword, read_keywords, sidecar_path, write_sidecar
+from indexer.tags.xmp import Keyword, read_keywords, sidecar_path, write_sidecar
 
 FOREIGN = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/">

@@ -88,6 +88,16 @@ def _split(text: str) -> list[tuple[int, str]]:
     return parts
 
 
+_PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".heic", ".heif", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif")
+
+
+def _looks_like_path(value: str) -> bool:
+    """A term a person meant as a file: a path with a separator, ``~``/``./``, or a photo file name."""
+    if " " in value.strip() and not value.startswith(("/", "~", "./", "../")):
+        return False
+    return value.startswith(("/", "~", "./", "../")) or value.lower().endswith(_PHOTO_SUFFIXES)
+
+
 def parse_query(text: str, base_dir: Path | None = None) -> Query:
     """Parse ``text``; raises :class:`QueryError` with a readable reason."""
     if not text or not text.strip():
@@ -125,6 +135,12 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
             candidate = base_dir / candidate
         if candidate.is_file():
             terms.append(Term("file", str(candidate.resolve()), sign * weight))
+        elif not quoted and _looks_like_path(value):
+            raise QueryError(
+                f"{value} looks like a photo's path, but there is no such file. To search for the words "
+                f'instead, put them in quotes: "{value}".',
+                title="No such photo",
+            )
         else:
             terms.append(Term("text", value, sign * weight))
     query = Query(tuple(terms), tuple(tags), tuple(without))

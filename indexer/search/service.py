@@ -9,17 +9,18 @@ library photo costs no model call at all.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from indexer.decode import decode_photo
-from indexer.embedder import Embedder
 from indexer.errors import NotFoundError, QueryError
-from indexer.query import Query, Term, parse_query
+from indexer.ingest.decode import decode_photo
+from indexer.models.embedder import Embedder
+from indexer.models.space import ModelSlot
+from indexer.search.query import Query, Term, parse_query
 from store.library import LibraryStore
 from store.tags import TagStore
 from store.vectors import ModelVectors
@@ -59,17 +60,18 @@ class SearchResult:
 
 
 class SearchService:
-    def __init__(
-        self,
-        store: LibraryStore,
-        embedder: Embedder,
-        vectors: Callable[[], ModelVectors],
-        tags: TagStore | None = None,
-    ) -> None:
+    def __init__(self, store: LibraryStore, slot: ModelSlot, tags: TagStore | None = None) -> None:
         self.store = store
-        self.embedder = embedder
-        self._vectors = vectors
+        self.slot = slot
         self.tags = tags
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model of the space that answers now (it changes when a model switch completes)."""
+        return self.slot.embedder
+
+    def _vectors(self) -> ModelVectors:
+        return self.slot.vectors()
 
     def search(
         self,

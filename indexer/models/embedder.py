@@ -20,9 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from indexer.decode import PreprocessSpec
-from indexer.errors import ModelUnavailableError
-from indexer.models import ModelSpec, fetch_hf_weights, fingerprint_file, hf_cache_dir
+from indexer.errors import ModelUnavailableError, SettingsError
+from indexer.models.preprocess import PreprocessSpec
+from indexer.models.presets import ModelSpec, fetch_hf_weights, fingerprint_file, hf_cache_dir
 from store.records import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,45 @@ class Embedder(Protocol):
     def embed_texts(self, texts: list[str]) -> np.ndarray: ...
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """The devices this machine can run a model on ("auto" first), for settings and validation."""
+    import torch
+
+    found = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(preference: str) -> None:
+    """A device that is not here is a settings error (exit 2), not a traceback from deep in torch.
+
+    ``auto`` and ``cpu`` are always fine and cost nothing to check; only an explicit
+    GPU choice imports torch to look.
+    """
+    if preference not in DEVICES and not preference.startswith("cuda:"):
+        raise SettingsError(f'device is "{preference}"; allowed values: {", ".join(DEVICES)}.')
+    if preference in ("auto", "cpu"):
+        return
+    if preference.split(":")[0] not in available_devices():
+        raise SettingsError(
+            f'device is "{preference}", but this machine has no {preference.upper()} device that PyTorch can use. '
+            'Use "auto" (falls back to the CPU) or "cpu".',
+            title="Device not available",
+        )
+
+
 def pick_device(preference: str = "auto") -> str:
     import torch
 
     if preference != "auto":
+        check_device(preference)
         return preference
     if torch.cuda.is_available():
         return "cuda"

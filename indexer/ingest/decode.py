@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import DecodeError, PhotoVanishedError
+from indexer.models.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,38 +43,6 @@ _IFD_EXIF = 0x8769
 _TAG_DATETIME_ORIGINAL = 0x9003
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-
-
-@dataclass(frozen=True)
-class PreprocessSpec:
-    """How a model wants its pixels: open_clip's preprocess config, made picklable.
-
-    Mean and std are applied on the model side (in batches); workers send uint8.
-    """
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    interpolation: str = "bicubic"
-    resize_mode: str = "shortest"
-    fill_color: int = 0
-
-    @classmethod
-    def from_open_clip(cls, cfg: dict[str, Any]) -> PreprocessSpec:
-        size = cfg["size"]
-        if isinstance(size, (tuple, list)):
-            if size[0] != size[1]:
-                raise ValueError(f"non-square model input {size} is not supported")
-            size = size[0]
-        interpolation = cfg.get("interpolation") or "bicubic"
-        return cls(
-            size=int(size),
-            mean=tuple(float(v) for v in cfg["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in cfg["std"]),  # type: ignore[arg-type]
-            interpolation="bilinear" if interpolation == "bilinear" else "bicubic",
-            resize_mode=cfg.get("resize_mode") or "shortest",
-            fill_color=int(cfg.get("fill_color") or 0),
-        )
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,21 @@ scanner and pipeline as ``glimpse index``. Every change is a database transactio
 so stopping or killing the process at any moment leaves a library that the next
 start completes.
 
-State and progress reach the CLI and the GUI through the ``on_status`` callback,
-called from the worker thread (the GUI forwards it to its own thread as a signal).
+State and progress reach the CLI and the GUI through the ``on_status`` callback
+given to :meth:`LibraryService.start`, called from the worker thread (the GUI
+forwards it to its own thread as a signal).
+
+Folder changes asked for while the service runs (the GUI's "Add folder") are
+queued to the worker thread: the caller never waits for SQL or for thousands of
+inotify watches. A model switch in progress (``indexer.live.switch``) advances
+here too, after the photos of the active model are up to date.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +29,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from indexer.pipeline import Control, IndexingPipeline, Progress
-from indexer.scanner import ScanReport
-from indexer.tagging import Tagger
-from indexer.watcher import ChangeBatch, EventCoalescer, FolderWatcher, TreeChange, WatchMode
+from indexer.ingest.pipeline import Control, IndexingPipeline, Progress
+from indexer.ingest.scanner import ScanReport
+from indexer.live.switch import ModelSwitch
+from indexer.live.watcher import ChangeBatch, EventCoalescer, FolderWatcher, TreeChange, WatchMode
+from indexer.tags.tagger import Tagger
 from store.errors import GlimpseError, NotFoundError
 from store.library import LibraryStore
 
@@ -34,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    state: str  # "stopped" | "starting" | "scanning" | "indexing" | "idle" | "paused"
+    state: str  # "stopped" | "starting" | "scanning" | "indexing" | "switching" | "idle" | "paused"
     progress: Progress | None = None
     queued_events: int = 0
     applied_events: int = 0
@@ -57,15 +65,16 @@ class LibraryService:
         store: LibraryStore,
         pipeline: IndexingPipeline,
         tagger: Tagger | None = None,
+        switch: ModelSwitch | None = None,
         config: ServiceConfig | None = None,
-        on_status: Callable[[ServiceStatus], None] | None = None,
         watcher_factory: Callable[..., FolderWatcher] = FolderWatcher,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
         self.tagger = tagger
+        self.switch = switch
         self.config = config or ServiceConfig()
-        self.on_status = on_status
+        self.on_status: Callable[[ServiceStatus], None] | None = None
         self.events = EventCoalescer(self.config.quiet)
         self._watcher = watcher_factory(self.events.push, polling_interval=self.config.poll_interval)
         self._control = Control()
@@ -76,11 +85,17 @@ class LibraryService:
         self._offline: set[str] = set()
         self._applied = 0
         self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._switch_due = threading.Event()
+        self._switch_retry = 0.0
         self.error: BaseException | None = None
 
     # ---- control ---------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, on_status: Callable[[ServiceStatus], None] | None = None) -> None:
+        """Start the worker; ``on_status`` is called from it with every change of state."""
+        if on_status is not None:
+            self.on_status = on_status
         if self._thread is not None:
             return
         self._stop.clear()
@@ -122,20 +137,42 @@ class LibraryService:
         return self._status
 
     def add_folder(self, path: str | Path) -> None:
+        """Add a watched root. While the service runs, the work is queued to its thread."""
         root = Path(path).expanduser().resolve()
         if not root.is_dir():
             raise NotFoundError(f"{path} is not a folder.", title="Folder not found")
-        self.store.add_folder(str(root))
+        self._on_worker(lambda: self._add_folder(str(root)))
+
+    def _add_folder(self, root: str) -> None:
+        self.store.add_folder(root)
         if self._thread is not None:
-            self._watch(str(root))
-            self.events.push_scan(str(root))
+            self._watch(root)
+            self.events.push_scan(root)
+        self._publish(message=f"Added {root}.")
 
     def remove_folder(self, path: str | Path) -> None:
+        """Forget a root and its photos (files are not touched); queued while the service runs."""
         root = str(Path(path).expanduser().resolve())
+        self._on_worker(lambda: self._remove_folder(root))
+
+    def _remove_folder(self, root: str) -> None:
         self._watcher.unwatch(root)
         ids = self.store.remove_folder(root)
-        self.pipeline.vectors().remove(ids)
-        self.pipeline.vectors().save()
+        vectors = self.pipeline.vectors()
+        vectors.remove(ids)
+        vectors.save()
+        self._publish(message=f"Removed {root} from the library.")
+
+    def continue_switch(self) -> None:
+        """A model switch was started (by the settings): advance it on the worker."""
+        self._switch_due.set()
+
+    def _on_worker(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the service's thread if it is running (errors reach the status), else here."""
+        if self._thread is None:
+            work()
+            return
+        self._requests.put(work)
 
     # ---- the worker --------------------------------------------------------------------------
 
@@ -151,8 +188,13 @@ class LibraryService:
             # Watch first, then reconcile: a change during the scan is caught by one or the other.
             self._reconcile(roots)
             last_check = time.monotonic()
+            self._advance_switch()
             while not self._stop.is_set():
                 self._control.wait_if_paused()
+                self._run_requests()
+                if self._switch_due.is_set() or (self._switch_retry and time.monotonic() >= self._switch_retry):
+                    self._switch_retry = 0.0
+                    self._advance_switch()
                 batch = self.events.take(timeout=0.2)
                 if batch:
                     try:
@@ -169,11 +211,48 @@ class LibraryService:
             self.error = exc
             self._publish(state="stopped", message=str(exc))
 
+    def _run_requests(self) -> None:
+        while True:
+            try:
+                work = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                work()
+            except GlimpseError as exc:  # reported, and the service goes on
+                self._publish(message=f"{exc.title}: {exc.message}")
+
+    def _advance_switch(self) -> None:
+        """Embed what the target model lacks, then swap (search answers with the old model meanwhile)."""
+        self._switch_due.clear()
+        if self.switch is None or self.switch.target() is None:
+            return
+        self._idle.clear()
+        try:
+            gen = self.switch.run(self._control, background=True)
+            while True:
+                try:
+                    progress = next(gen)
+                except StopIteration as done:
+                    swapped = bool(done.value)
+                    break
+                self._publish(state="switching", progress=progress)
+                if self._stop.is_set():
+                    self._control.cancel()
+        except GlimpseError as exc:  # e.g. the target's weights vanished: the active model goes on
+            self._publish(message=f"Model switch paused: {exc.message}")
+            return
+        if swapped:
+            self._publish(message="The library now uses its new model.")
+        else:
+            self._switch_retry = time.monotonic() + 2.0  # photos arrived meanwhile: another pass soon
+
     def _retag_if_stale(self) -> None:
         """Bring automatic tags up to date if the vocabulary or model changed while we were away."""
         if self.tagger is None:
             return
         try:
+            self.tagger.seed_vocabulary()
             report = self.tagger.retag_if_stale()
         except GlimpseError as exc:  # tags are an extra: a bad vocabulary must not stop the library
             self._publish(message=f"Tags not updated: {exc.message}")

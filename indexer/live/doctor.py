@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from indexer.scanner import Scanner
+from indexer.ingest.scanner import Scanner
 from store.library import LibraryStore
 from store.vectors import VectorIndex, index_path, rebuild_vector_index
 

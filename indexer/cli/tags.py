@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from indexer.composition import Services
 from indexer.errors import NotFoundError
-from indexer.services import Services
-from indexer.tagging import RetagReport, export_sidecars
+from indexer.tags.export import export_sidecars
+from indexer.tags.tagger import RetagReport
+from store.records import TagRecord
 
 
 def add_parser(sub: Any) -> None:
@@ -32,10 +34,12 @@ def add_parser(sub: Any) -> None:
     a.add_argument("photos", nargs="*", help="photos (paths or #id) to tag by hand; none: add a zero-shot tag")
     a.add_argument("--prompt", action="append", default=[], help="a phrase the tag matches (repeatable)")
     a.add_argument("--group", default="mine", help="group for a new tag (default: mine)")
+    a.add_argument("--json", action="store_true")
 
     a = tsub.add_parser("remove", help="take a tag off photos by hand, or delete it from the vocabulary")
     a.add_argument("tag")
     a.add_argument("photos", nargs="*", help="photos to take the tag off; none: delete the tag")
+    a.add_argument("--json", action="store_true")
 
     a = tsub.add_parser("edit", help="rename a tag, change its prompts, threshold or group, disable it")
     a.add_argument("tag")
@@ -47,6 +51,7 @@ def add_parser(sub: Any) -> None:
     on_off = a.add_mutually_exclusive_group()
     on_off.add_argument("--enable", action="store_true")
     on_off.add_argument("--disable", action="store_true")
+    a.add_argument("--json", action="store_true")
 
     a = tsub.add_parser("apply", help="re-tag the whole library from the stored vectors")
     a.add_argument("--json", action="store_true")
@@ -83,20 +88,24 @@ def _retagged(report: RetagReport) -> None:
     )
 
 
+def _tag_json(tag: TagRecord) -> dict[str, Any]:
+    return {"name": tag.name, "group": tag.group, "kind": tag.kind, "enabled": tag.enabled,
+            "prompts": list(tag.prompts), "threshold": tag.threshold}  # fmt: skip
+
+
 def _list(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
     tags = svc.tags
-    tagger.ensure_vocabulary()
     counts = tags.counts()
     rows: list[dict[str, Any]] = [
-        {"name": t.name, "group": t.group, "kind": t.kind, "enabled": t.enabled, "photos": counts.get(t.id, 0),
-         "prompts": list(t.prompts), "threshold": t.threshold}
+        {**_tag_json(t), "photos": counts.get(t.id, 0)}
         for t in tags.tags(include_disabled=args.all)
         if args.group is None or t.group == args.group
-    ]  # fmt: skip
+    ]
     if args.json:
         _print_json(rows)
         return 0
+    if not rows:
+        print("No tags yet: they come with the first `glimpse index`, or add one with `glimpse tags add NAME`.")
     for r in sorted(rows, key=lambda r: (-int(r["photos"]), str(r["name"]))):
         state = "" if r["enabled"] else "  [disabled]"
         kind = "" if r["kind"] == "prompts" else f"  ({r['kind']})"
@@ -105,33 +114,46 @@ def _list(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _add(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
+    editor = svc.tag_editor
     if args.photos:
-        ids = tagger.resolve_images(args.photos)
-        tag = tagger.tag_photos(args.tag, ids, present=True)
-        print(f'Tagged {len(ids)} photos "{tag.name}" (by hand: re-tagging never undoes this).')
+        ids = editor.resolve_images(args.photos)
+        tag = editor.tag_photos(args.tag, ids, present=True)
+        if args.json:
+            _print_json({"tag": _tag_json(tag), "tagged": len(ids)})
+        else:
+            print(f'Tagged {len(ids)} photos "{tag.name}" (by hand: re-tagging never undoes this).')
         return 0
-    tag = tagger.add_tag(args.tag, args.prompt, args.group)
-    print(f'Added tag "{tag.name}" matching: {", ".join(tag.prompts or (tag.name,))}.')
-    _retagged(tagger.retag())
+    tag = editor.add_tag(args.tag, args.prompt, args.group)
+    report = svc.tagger.retag()
+    if args.json:
+        _print_json({"tag": _tag_json(tag), "retag": report.to_json()})
+    else:
+        print(f'Added tag "{tag.name}" matching: {", ".join(tag.prompts or (tag.name,))}.')
+        _retagged(report)
     return 0
 
 
 def _remove(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
+    editor = svc.tag_editor
     if args.photos:
-        ids = tagger.resolve_images(args.photos)
-        tag = tagger.tag_photos(args.tag, ids, present=False)
-        print(f'Took "{tag.name}" off {len(ids)} photos (re-tagging never puts it back).')
+        ids = editor.resolve_images(args.photos)
+        tag = editor.tag_photos(args.tag, ids, present=False)
+        if args.json:
+            _print_json({"tag": _tag_json(tag), "untagged": len(ids)})
+        else:
+            print(f'Took "{tag.name}" off {len(ids)} photos (re-tagging never puts it back).')
         return 0
-    tagger.delete(args.tag)
-    print(f'Deleted tag "{args.tag}" and its tags on photos.')
+    editor.delete(args.tag)
+    if args.json:
+        _print_json({"deleted": args.tag})
+    else:
+        print(f'Deleted tag "{args.tag}" and its tags on photos.')
     return 0
 
 
 def _edit(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
-    tag = tagger.edit(
+    editor = svc.tag_editor
+    tag = editor.edit(
         args.tag,
         prompts=args.prompt,
         add_prompts=args.add_prompt,
@@ -140,9 +162,13 @@ def _edit(svc: Services, args: argparse.Namespace) -> int:
         group=args.group,
     )
     if args.rename:
-        tag = tagger.rename(tag.name, args.rename)
-    print(f'Tag "{tag.name}": {"enabled" if tag.enabled else "disabled"}, prompts: {", ".join(tag.prompts)}.')
-    _retagged(tagger.retag())
+        tag = editor.rename(tag.name, args.rename)
+    report = svc.tagger.retag()
+    if args.json:
+        _print_json({"tag": _tag_json(tag), "retag": report.to_json()})
+    else:
+        print(f'Tag "{tag.name}": {"enabled" if tag.enabled else "disabled"}, prompts: {", ".join(tag.prompts)}.')
+        _retagged(report)
     return 0
 
 
@@ -157,7 +183,7 @@ def _apply(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _teach(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
+    tagger = svc.tag_editor
     positives = tagger.resolve_images(args.photos)
     negatives = tagger.resolve_images(args.negatives)
     teach = tagger.teach(args.tag, positives, negatives)
@@ -175,7 +201,7 @@ def _teach(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _show(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
+    tagger = svc.tag_editor
     tags = svc.tags
     ids = tagger.resolve_images(args.photos)
     on = tags.tags_of(ids)
@@ -196,7 +222,7 @@ def _show(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _export(svc: Services, args: argparse.Namespace) -> int:
-    tagger = svc.tagger
+    tagger = svc.tag_editor
     tags = svc.tags
     if args.paths:
         ids = []

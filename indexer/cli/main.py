@@ -3,9 +3,14 @@
 Human-readable output by default, ``--json`` for scripts. Errors print their
 title and message to stderr and exit with the error's code:
 
-  0 success; 1 unexpected error; 2 bad usage or query; 3 indexing finished but
-  some photos could not be read; 4 model weights unavailable; 5 not found;
-  130 interrupted.
+  0 success; 1 unexpected error; 2 bad usage, query or setting, or another model
+  than the library's; 3 indexing finished but some photos could not be read; 4 model
+  weights unavailable; 5 not found (no library yet, no such photo); 75 the library is
+  in use by another process and did not come free; 130 interrupted.
+
+Read-only commands (status, search, similar, tags list/show/export, folders list,
+doctor, model) never create a library, and never take the library's lock unless
+they must write.
 """
 
 from __future__ import annotations
@@ -15,17 +20,22 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from indexer import cli_segment, cli_tags
+from indexer.cli import segment as cli_segment
+from indexer.cli import tags as cli_tags
+from indexer.composition import Services, Settings, build_services
 from indexer.errors import GlimpseError, NotFoundError, QueryError
-from indexer.models import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights
-from indexer.pipeline import Control, IndexReport, Progress
-from indexer.search import SearchResult
-from indexer.segment import SEGMENTERS
-from indexer.services import Services, Settings, build_services
+from indexer.ingest.pipeline import Control, IndexReport, Progress
+from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights, resolve_model
+from indexer.models.space import ModelChoice, recorded_model
+from indexer.search.service import SearchResult
+from indexer.segment.sam import SEGMENTERS
+from store.errors import LibraryBusyError
+from store.library import LibraryStore
 from store.paths import HOME_ENV, AppPaths
 from store.vectors import index_path
 
@@ -54,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--segmenter", help="segmentation model: mobile_sam (default), sam_vit_b, sam_vit_l, sam_vit_h")
     p.add_argument("--sam-weights", help="a SAM / MobileSAM checkpoint file, instead of the model folder")
     p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("--version", action="version", version=f"glimpse {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("index", help="add folders and index their photos (no folder: rescan all)")
@@ -81,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
             cli_segment.add_prompt_arguments(s)
         else:
             s.add_argument("image")
-        s.add_argument("-k", "--top", type=int, default=20, dest="k", help="number of results (default 20)")
+        s.add_argument("-k", "--top", type=_count, default=20, dest="k", help="number of results (default 20)")
         s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
         s.add_argument("--tag", action="append", default=[], help="only photos with this tag (repeatable)")
         s.add_argument("--without-tag", action="append", default=[], help="no photos with this tag (repeatable)")
@@ -95,13 +106,28 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("watch", help="keep the library up to date as folders change (foreground)")
     s.add_argument("paths", nargs="*", type=Path, help="folders to add before watching")
     s.add_argument("--once", action="store_true", help="catch up with changes, then exit")
+    s.add_argument("--json", action="store_true", help="print a JSON summary when it stops")
+
+    s = sub.add_parser("model", help="the library's model: show it, switch to another, cancel a switch")
+    msub = s.add_subparsers(dest="model_command", metavar="ACTION")
+    m = msub.add_parser("show", help="the model the library uses, and a switch in progress (default)")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("use", help="switch the library to another model (search keeps working meanwhile)")
+    m.add_argument("name", help="a preset (see `glimpse models`), ARCH/TAG, hf-hub:ORG/REPO or local-dir:PATH")
+    m.add_argument("--weights", dest="use_weights", help="a weights file for that model")
+    m.add_argument("--background", action="store_true", help="only start it; `glimpse watch` or the app finish it")
+    m.add_argument("--json", action="store_true")
+    m = msub.add_parser("cancel", help="stop a switch in progress and drop what it embedded")
+    m.add_argument("--json", action="store_true")
 
     s = sub.add_parser("folders", help="manage the library's folders")
     fsub = s.add_subparsers(dest="folders_command", metavar="ACTION", required=True)
     fa = fsub.add_parser("add", help="add a folder (indexed by the next `index` or `watch`)")
     fa.add_argument("path", type=Path)
+    fa.add_argument("--json", action="store_true")
     fr = fsub.add_parser("remove", help="forget a folder and its photos (files are not touched)")
     fr.add_argument("path", type=Path)
+    fr.add_argument("--json", action="store_true")
     fl = fsub.add_parser("list", help="folders with photo counts")
     fl.add_argument("--json", action="store_true")
 
@@ -113,12 +139,60 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    try:
+        return version("glimpse")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _count(text: str) -> int:
+    """``-k``: a number of results, at least 1 (argparse turns the ValueError into exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} results makes no sense; ask for 1 or more")
+    return value
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def cmd_index(svc: Services, args: argparse.Namespace) -> int:
+def _drive(gen: Generator[Progress, None, Any], desc: str) -> Any:
+    """Run a progress generator with a bar on stderr (hidden when stderr is not a terminal)."""
     from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            try:
+                progress = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if progress.phase == "loading":
+                log.info("loading the model")
+            elif progress.phase == "scanning":
+                log.info("scanning")
+            elif progress.phase in ("indexing", "switching") and progress.total:
+                if bar is None:
+                    bar = tqdm(total=progress.total, unit="photo", file=sys.stderr, dynamic_ncols=True,
+                               disable=None, desc=desc)  # fmt: skip
+                bar.total = progress.total
+                bar.n = progress.done
+                bar.set_postfix(failed=progress.failed, refresh=False)
+                bar.refresh()
+    except KeyboardInterrupt:
+        gen.close()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def cmd_index(svc: Services, args: argparse.Namespace) -> int:
 
     roots = []
     for path in args.paths:
@@ -130,42 +204,10 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         roots = [Path(f.path) for f in svc.store.folders() if f.enabled]
         if not roots:
             raise NotFoundError("The library has no folders yet: run `glimpse index FOLDER`.", title="No folders")
+    svc.tagger.seed_vocabulary()  # indexing with the library's own model: its vocabulary comes in once
     control = Control()
-    gen = svc.pipeline.run(roots, control)
-    bar = None
-    report: IndexReport | None = None
-    try:
-        while True:
-            try:
-                progress: Progress = next(gen)
-            except StopIteration as stop:
-                report = stop.value
-                break
-            if progress.phase == "loading":
-                log.info("loading model %s", svc.model.display)
-            elif progress.phase == "scanning":
-                log.info("scanning %s", ", ".join(map(str, roots)))
-            elif progress.phase == "indexing":
-                if bar is None:
-                    bar = tqdm(
-                        total=progress.total,
-                        unit="photo",
-                        file=sys.stderr,
-                        dynamic_ncols=True,
-                        disable=None,
-                        desc="indexing",
-                    )
-                bar.total = progress.total
-                bar.n = progress.done
-                bar.set_postfix(failed=progress.failed, refresh=False)
-                bar.refresh()
-    except KeyboardInterrupt:
-        control.cancel()
-        gen.close()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+    report: IndexReport | None = _drive(svc.pipeline.run(roots, control), "indexing")
+    switched = _continue_switch(svc, control)
     assert report is not None
     scan = report.scan
     summary = {
@@ -181,6 +223,8 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         "failures": [{"path": p, "error": e} for p, e in report.failures],
         "unreadable_folders": scan.unreadable_dirs if scan else [],
         "unavailable_folders": scan.offline_roots if scan else [],
+        "model": svc.slot.space.choice.name if svc.slot.space.choice else None,
+        "model_switched": switched,
     }
     if args.json:
         _print_json(summary)
@@ -202,6 +246,18 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
+def _continue_switch(svc: Services, control: Control) -> bool:
+    """A model switch in progress goes on after indexing (search uses the old model until it completes)."""
+    target = svc.switch.target()
+    if target is None:
+        return False
+    print(f"Switching the library to {target.display}: embedding every photo with it.", file=sys.stderr)
+    swapped = bool(_drive(svc.switch.run(control), f"switching to {target.name}"))
+    if swapped:
+        print(f"The library now uses {target.display}.", file=sys.stderr)
+    return swapped
+
+
 def _print_results(results: list[SearchResult], as_json: bool) -> None:
     if as_json:
         _print_json([r.to_json() for r in results])
@@ -214,6 +270,13 @@ def _print_results(results: list[SearchResult], as_json: bool) -> None:
 
 def cmd_search(svc: Services, args: argparse.Namespace) -> int:
     filters = {"k": args.k, "folders": args.folder, "tags": args.tag, "without_tags": args.without_tag}
+    if args.query and (args.object is not None or args.region is not None):
+        raise QueryError(
+            "Search either for a text query or for an object (--object/--region), not both at once. "
+            "Filter object results with --tag or --folder."
+        )
+    if args.object is not None and args.region is not None:
+        raise QueryError("Give --object or --region, not both.")
     if args.object is not None:
         seg = cli_segment.segment_from_args(svc, args.object, args)
         _print_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
@@ -273,7 +336,13 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
         "in_use": sum(1 for t in enabled if tag_counts.get(t.id)),
         "assigned": sum(tag_counts.values()),
     }
-    data = {
+    switch = svc.switch.state()
+    active = switch.active or svc.choice
+    data: dict[str, Any] = {
+        "model": {"name": active.name, "weights": active.weights, "key": active.key},
+        "switch": None
+        if switch.target is None
+        else {"to": switch.target.name, "weights": switch.target.weights, "done": switch.done, "total": switch.total},
         "tags": tags_summary,
         "library": str(svc.paths.data_dir),
         "folders": [f.path for f in store.folders()],
@@ -285,6 +354,12 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
         _print_json(data)
         return EXIT_OK
     print(f"Library: {data['library']}")
+    print(f"Model in use: {active.display}")
+    if switch.target is not None:
+        print(
+            f"Switching to {switch.target.display}: {switch.done} of {switch.total} photos embedded "
+            "(search uses the current model until it is done; `glimpse watch` or `glimpse index` go on with it)"
+        )
     print(f"Folders: {len(data['folders'])}")
     for f in data["folders"]:
         print(f"  {f}")
@@ -301,8 +376,21 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _library_model(paths: AppPaths) -> ModelChoice | None:
+    """The model a library records, read without creating or locking anything."""
+    if not paths.database.exists():
+        return None
+    store = LibraryStore.open(paths.database)
+    try:
+        return recorded_model(store)
+    finally:
+        store.close()
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    active = os.environ.get(MODEL_ENV) or args.model or DEFAULT_MODEL
+    paths = AppPaths.from_env()
+    recorded = _library_model(paths)
+    active = args.model or os.environ.get(MODEL_ENV) or (recorded.name if recorded else None) or DEFAULT_MODEL
     rows = []
     for p in PRESETS.values():
         if p.local_dir is not None:
@@ -326,7 +414,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             }
         )
     models_dir = AppPaths.from_env().models_dir
-    active_segmenter = args.segmenter or Settings.load(AppPaths.from_env().settings_file).segmenter
+    active_segmenter = args.segmenter or Settings.load(paths.settings_file).segmenter
     segmenters = [
         {
             "name": s.name,
@@ -349,36 +437,47 @@ def cmd_models(args: argparse.Namespace) -> int:
     for g in segmenters:
         flags = "".join(("*" if g["active"] else " ", "D" if g["on_disk"] else " "))
         print(f"{flags} {g['name']:<22} {g['licence']:<28} {g['file']}, {g['size_mb']} MB")
-    print("\n* active   D weights on this machine   (choose with --model / GLIMPSE_MODEL, --segmenter)")
+    print(
+        "\n* active   D weights on this machine   (a new library takes --model / GLIMPSE_MODEL; "
+        "switch a library with `glimpse model use NAME`; segmenter: --segmenter)"
+    )
     return EXIT_OK
 
 
 def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
-    """Command-line flags win over environment variables, which win over the library's saved settings.
+    """The saved settings with this command's flags on top, validated (a bad value: exit 2).
 
-    ``index`` with an explicit model remembers it for the library, so a later ``search``
-    without ``--model`` uses the same embedding space instead of the default model.
+    ``index --regions`` is remembered for the library. The model is not a setting:
+    see :func:`_requested_model`.
     """
     settings = Settings.load(paths.settings_file)
-    chosen_model = args.model or os.environ.get(MODEL_ENV)
-    chosen_weights = args.weights or os.environ.get(WEIGHTS_ENV)
-    if chosen_model or chosen_weights:
-        settings.model, settings.weights = chosen_model, chosen_weights
-        if args.command == "index" and (args.model or args.weights):
-            settings.save(paths.settings_file)
     settings.device = args.device if args.device != "auto" else settings.device
-    settings.threads = args.threads or settings.threads
+    settings.threads = args.threads if args.threads is not None else settings.threads
     settings.segmenter = args.segmenter or settings.segmenter
     settings.sam_weights = args.sam_weights or settings.sam_weights
     if args.command == "index":
-        settings.batch_size = args.batch_size or settings.batch_size
-        settings.decode_workers = args.workers or settings.decode_workers
-        if args.regions is not None and args.regions != settings.regions:
-            settings.regions = args.regions
-            saved = Settings.load(paths.settings_file)
-            saved.regions = args.regions
-            saved.save(paths.settings_file)
+        settings.batch_size = args.batch_size if args.batch_size is not None else settings.batch_size
+        settings.decode_workers = args.workers if args.workers is not None else settings.decode_workers
+    settings.validate()
+    if args.command == "index" and args.regions is not None and args.regions != settings.regions:
+        settings.regions = args.regions
+        saved = Settings.load(paths.settings_file)
+        saved.regions = args.regions
+        saved.save(paths.settings_file)
     return settings
+
+
+def _requested_model(args: argparse.Namespace) -> tuple[ModelChoice | None, str]:
+    """The model this command asks for (flags win over environment variables), and who asked.
+
+    It picks the model of a new library; for an existing one it must be the library's own.
+    """
+    if args.model or args.weights:
+        return ModelChoice(args.model or DEFAULT_MODEL, args.weights), "--model" if args.model else "--weights"
+    env_model, env_weights = os.environ.get(MODEL_ENV), os.environ.get(WEIGHTS_ENV)
+    if env_model or env_weights:
+        return ModelChoice(env_model or DEFAULT_MODEL, env_weights), MODEL_ENV if env_model else WEIGHTS_ENV
+    return None, ""
 
 
 def _setup_logging(verbose: int) -> None:
@@ -389,11 +488,15 @@ def _setup_logging(verbose: int) -> None:
     if verbose == 1:
         for name in ("glimpse", "indexer", "store"):
             logging.getLogger(name).setLevel(logging.INFO)
+    # Third-party libraries' warnings (timm's deprecations, torch's notices) are for their
+    # developers, not for someone searching photos: logged, shown only with -vv.
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
     """Run the library service in the foreground with a one-line live status."""
-    from indexer.service import ServiceStatus
+    from indexer.live.service import ServiceStatus
 
     for path in args.paths:
         svc.library.add_folder(path)
@@ -419,8 +522,7 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
             last_state[0] = status.state
             print(status.state, file=sys.stderr, flush=True)
 
-    svc.library.on_status = show
-    svc.library.start()
+    svc.library.start(on_status=show)
     try:
         while True:
             if svc.library.wait_idle(timeout=1.0) and args.once:
@@ -430,7 +532,11 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
     finally:
         svc.library.stop()
     counts = svc.store.status_counts()
-    print(f"{counts['indexed']} photos indexed, {counts['failed']} unreadable, {counts['pending']} pending.")
+    if args.json:
+        _print_json({"indexed": counts["indexed"], "failed": counts["failed"], "pending": counts["pending"],
+                     "changes_applied": svc.library.status.applied_events})  # fmt: skip
+    else:
+        print(f"{counts['indexed']} photos indexed, {counts['failed']} unreadable, {counts['pending']} pending.")
     return EXIT_OK
 
 
@@ -439,12 +545,18 @@ def cmd_folders(svc: Services, args: argparse.Namespace) -> int:
         path = args.path.expanduser().resolve()
         if not path.is_dir():
             raise NotFoundError(f"{args.path} is not a folder.", title="Folder not found")
-        svc.store.add_folder(str(path))
-        print(f"Added {path}. Run `glimpse index` or `glimpse watch` to index it.")
+        svc.library.add_folder(path)
+        if args.json:
+            _print_json({"added": str(path)})
+        else:
+            print(f"Added {path}. Run `glimpse index` or `glimpse watch` to index it.")
     elif args.folders_command == "remove":
-        path = str(args.path.expanduser().resolve())
+        path = args.path.expanduser().resolve()
         svc.library.remove_folder(path)
-        print(f"Removed {path} from the library (the photos on disk are untouched).")
+        if args.json:
+            _print_json({"removed": str(path)})
+        else:
+            print(f"Removed {path} from the library (the photos on disk are untouched).")
     else:
         counts = svc.store.folder_counts()
         folders = svc.store.folders()
@@ -467,7 +579,7 @@ def cmd_folders(svc: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(svc: Services, args: argparse.Namespace) -> int:
-    from indexer.doctor import run_doctor
+    from indexer.live.doctor import run_doctor
 
     report = run_doctor(svc.store, svc.paths.index_dir, svc.paths.thumbnails_dir)
     if args.json:
@@ -483,6 +595,52 @@ def cmd_doctor(svc: Services, args: argparse.Namespace) -> int:
     return EXIT_OK if report.healthy else EXIT_ERROR
 
 
+def cmd_model(svc: Services, args: argparse.Namespace) -> int:
+    """Show the library's model, switch it (in the foreground unless --background), or cancel a switch."""
+    action = args.model_command or "show"
+    if action == "use":
+        weights = str(Path(args.use_weights).expanduser().resolve()) if args.use_weights else None
+        choice = ModelChoice(args.name, weights)
+        resolve_model(choice.name, choice.weights)  # an unknown name or a missing file: a clear error first
+        outcome = svc.switch.begin(choice)
+        swapped = outcome == "switched"
+        if outcome == "started" and not args.background:
+            swapped = _continue_switch(svc, Control())
+        state = svc.switch.state()
+        if args.json:
+            _print_json({"outcome": "switched" if swapped else outcome, "model": (state.active or choice).name,
+                         "target": state.target.name if state.target else None})  # fmt: skip
+        elif outcome == "current":
+            print(f"The library already uses {choice.display}.")
+        elif swapped:
+            print(f"The library now uses {choice.display}.")
+        else:
+            print(
+                f"Switching to {choice.display} in the background: search keeps using the current model until "
+                "every photo has a vector from the new one. `glimpse watch`, `glimpse index` or the app go on with it."
+            )
+        return EXIT_OK
+    if action == "cancel":
+        target = svc.switch.target()
+        svc.switch.cancel()
+        if args.json:
+            _print_json({"cancelled": target.name if target else None})
+        else:
+            print(f"Cancelled the switch to {target.display}." if target else "No switch is in progress.")
+        return EXIT_OK
+    state = svc.switch.state()
+    active = state.active or svc.choice
+    if args.json:
+        _print_json({"model": {"name": active.name, "weights": active.weights, "key": active.key},
+                     "switch": None if state.target is None else
+                     {"to": state.target.name, "done": state.done, "total": state.total}})  # fmt: skip
+        return EXIT_OK
+    print(f"{active.display}" + (f"  [{active.key}]" if active.key else ""))
+    if state.target is not None:
+        print(f"switching to {state.target.display}: {state.done} of {state.total} photos embedded")
+    return EXIT_OK
+
+
 COMMANDS = {
     "index": cmd_index,
     "search": cmd_search,
@@ -493,7 +651,11 @@ COMMANDS = {
     "doctor": cmd_doctor,
     "tags": cli_tags.cmd_tags,
     "segment": cli_segment.cmd_segment,
+    "model": cmd_model,
 }
+
+# Commands that only read: they never create a library where there is none.
+READ_ONLY = {"status", "search", "similar", "doctor", "folders", "tags"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -504,15 +666,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
+        return _run(args)
+    except BrokenPipeError:
+        # The reader went away (`glimpse tags list | head`): not an error. Point stdout at
+        # devnull so the interpreter's final flush does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
         if args.command == "models":
             return cmd_models(args)
         paths = AppPaths.from_env()
         settings = _settings(args, paths)
-        svc = build_services(paths, settings)
+        requested, requested_by = _requested_model(args)
+        create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
+        svc = build_services(paths, settings, requested, requested_by, create=create)
+        svc.store.db.lock.waiting = lambda message: print(f"glimpse: {message}", file=sys.stderr, flush=True)
         try:
             return COMMANDS[args.command](svc, args)
         finally:
             svc.close()
+    except LibraryBusyError as exc:
+        print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
+        return exc.exit_code
     except GlimpseError as exc:
         print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
         return exc.exit_code

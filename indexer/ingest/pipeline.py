@@ -24,15 +24,18 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, Thr
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from indexer.decode import DEFAULT_MAX_PIXELS, REGION_BOXES, THUMBNAIL_SIZE, PreprocessSpec
-from indexer.decode_worker import Decoded, DecodeJob, decode_job, init_worker
-from indexer.embedder import Embedder
 from indexer.errors import GlimpseError
-from indexer.scanner import Scanner, ScanReport
-from indexer.thumbnails import ThumbnailCache, thumbnail_key
+from indexer.ingest.decode import DEFAULT_MAX_PIXELS, REGION_BOXES, THUMBNAIL_SIZE
+from indexer.ingest.decode_worker import Decoded, DecodeJob, decode_job, init_worker
+from indexer.ingest.scanner import Scanner, ScanReport
+from indexer.ingest.thumbnails import ThumbnailCache, thumbnail_key
+from indexer.models.embedder import Embedder
+from indexer.models.preprocess import PreprocessSpec
+from indexer.models.space import ModelSlot
 from store.library import LibraryStore
 from store.records import EmbeddedImage, FailedImage, RegionVector
 from store.tags import Assignment
@@ -204,37 +207,44 @@ class DecodePool:
 # ---- the pipeline -------------------------------------------------------------------------
 
 
+class BatchTagger(Protocol):
+    """What the pipeline needs from tagging (``indexer.tags.Tagger``): ingest does not import tags."""
+
+    def prepare(self) -> Any: ...
+
+    def assign(self, ids: np.ndarray, vectors: np.ndarray, prepared: Any) -> list[Assignment]: ...
+
+
 class IndexingPipeline:
+    """Scan, decode, embed and commit photos for the embedding space in ``slot``.
+
+    Collaborators come in through the constructor: ``tagger`` (optional) gives each
+    committed batch its automatic tags, computed from the new vectors inside the
+    batch's own writer command (its tag model is prepared before, off the writer).
+    """
+
     def __init__(
         self,
         store: LibraryStore,
-        embedder: Embedder,
-        index_dir: Path,
+        slot: ModelSlot,
         thumbnails: ThumbnailCache | None = None,
         config: PipelineConfig | None = None,
+        tagger: BatchTagger | None = None,
     ) -> None:
         self.store = store
-        self.embedder = embedder
-        self.index_dir = index_dir
+        self.slot = slot
         self.thumbnails = thumbnails
         self.config = config or PipelineConfig()
         self.scanner = Scanner(store)
-        self._vectors: ModelVectors | None = None
-        self._vectors_lock = threading.Lock()
-        # Automatic tags for each committed batch (set by the composition root): they are
-        # computed from the new vectors and written in the batch's own transaction.
-        self.tagger: Callable[[np.ndarray, np.ndarray], list[Assignment]] | None = None
+        self.tagger = tagger
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.slot.embedder
 
     def vectors(self) -> ModelVectors:
-        """The active model's vector index (loads the model to learn its id and size)."""
-        with self._vectors_lock:
-            if self._vectors is None:
-                self.embedder.load()
-                model_id = self.store.register_model(self.embedder.record)
-                self._vectors = ModelVectors.open(
-                    self.store, model_id, self.embedder.dim, self.index_dir, self.config.save_interval
-                )
-            return self._vectors
+        """The space's vector index (loads the model to learn its id and size)."""
+        return self.slot.vectors()
 
     def run(
         self, roots: Sequence[Path] | None = None, control: Control | None = None
@@ -362,6 +372,16 @@ class IndexingPipeline:
         )
         return vecs, region_vecs
 
+    def _prepare_tags(self) -> object | None:
+        """The tagger's model, built off the writer; a broken vocabulary must not stop indexing."""
+        if self.tagger is None:
+            return None
+        try:
+            return self.tagger.prepare()
+        except GlimpseError as exc:
+            log.warning("photos indexed without tags: %s", exc)
+            return None
+
     def _thumb_keys(self, ids: list[int]) -> dict[int, str]:
         recs = self.store.images(ids)
         return {i: thumbnail_key(r.content_hash, r.path, r.size, r.mtime_ns) for i, r in recs.items()}
@@ -397,27 +417,33 @@ class IndexingPipeline:
         ids = np.fromiter((d.job.image_id for d in batch), np.int64, len(batch))
         # The index holds exactly what the database holds: the float16-rounded vectors.
         stored = vecs16.astype(np.float32)
-        tags = None
-        if batch and self.tagger is not None:
-            try:
-                tags = self.tagger(ids, stored)
-            except GlimpseError as exc:  # a broken vocabulary must not stop indexing
-                log.warning("photos indexed without tags: %s", exc)
         regions: list[RegionVector] | None = None
+        r16 = None
         if region_vecs is not None:
             owners = [d.job.image_id for d in batch if d.regions is not None for _ in REGION_BOXES]
             boxes = [b for d in batch if d.regions is not None for b in REGION_BOXES]
             r16 = region_vecs.astype("<f2")
             regions = [RegionVector(o, b, v.tobytes()) for o, b, v in zip(owners, boxes, r16, strict=True)]
-        region_ids = self.store.save_batch(vectors.model_id, done, failed, tags, regions)
-        if batch:
-            vectors.add(ids, stored)
-        if regions:
-            vectors.regions.add(
-                np.asarray(region_ids, np.int64),
-                np.asarray([r.image_id for r in regions], np.int64),
-                np.asarray([r.box for r in regions], np.float64),
-                r16.astype(np.float32),
-            )
+
+        prepared = self._prepare_tags() if batch else None
+
+        def command(_conn: object) -> None:
+            # One writer command: the rows, the photos' tags (computed here, with the tag model
+            # in force now, so no re-tag can slip between them) and the in-memory indexes.
+            tags = None
+            if prepared is not None and self.tagger is not None:
+                tags = self.tagger.assign(ids, stored, prepared)
+            region_ids = self.store.save_batch(vectors.model_id, done, failed, tags, regions)
+            if batch:
+                vectors.add(ids, stored)
+            if regions and r16 is not None:
+                vectors.regions.add(
+                    np.asarray(region_ids, np.int64),
+                    np.asarray([r.image_id for r in regions], np.int64),
+                    np.asarray([r.box for r in regions], np.float64),
+                    r16.astype(np.float32),
+                )
+
+        self.store.write(command)
         report.indexed += len(batch)
         report.failed += len(failed)

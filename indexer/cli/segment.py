@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from indexer.composition import Services
 from indexer.errors import NotFoundError, QueryError
-from indexer.objects import Segmentation, cutout
-from indexer.services import Services
+from indexer.segment.objects import Segmentation, cutout
 
 
 def point(text: str) -> tuple[float, float]:

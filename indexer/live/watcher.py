@@ -34,7 +34,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
-from indexer.scanner import is_photo
+from indexer.ingest.scanner import is_photo
 
 log = logging.getLogger(__name__)
 

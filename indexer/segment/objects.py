@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexer.decode import open_photo, to_model_input
-from indexer.embedder import Embedder
 from indexer.errors import QueryError
-from indexer.query import Query
-from indexer.search import SearchResult, SearchService
-from indexer.segment import Prediction, Segmenter
+from indexer.ingest.decode import open_photo, to_model_input
+from indexer.models.embedder import Embedder
+from indexer.search.query import Query
+from indexer.search.service import SearchResult, SearchService
+from indexer.segment.sam import Prediction, Segmenter
 from store.library import LibraryStore
 
 log = logging.getLogger(__name__)
@@ -132,18 +132,21 @@ class ObjectSearch:
     def __init__(
         self,
         store: LibraryStore,
-        embedder: Embedder,
         search: SearchService,
         segmenter: Callable[[], Segmenter],
         photos_cached: int = 4,
     ) -> None:
         self.store = store
-        self.embedder = embedder
         self.search_service = search
         self._segmenter = segmenter
         self._photos: OrderedDict[str, WorkingPhoto] = OrderedDict()
         self._photos_cached = photos_cached
         self._lock = threading.RLock()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model that answers searches now (crops must be embedded in the same space)."""
+        return self.search_service.embedder
 
     @property
     def segmenter(self) -> Segmenter:

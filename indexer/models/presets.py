@@ -24,7 +24,7 @@ from indexer.errors import ModelUnavailableError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-TOYWORLD_DIR = Path(__file__).resolve().parent / "toyworld" / "model"
+TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "model"
 MODEL_ENV = "GLIMPSE_MODEL"
 WEIGHTS_ENV = "GLIMPSE_WEIGHTS"
 HF_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.decode import PhotoMetadata, PreprocessSpec, decode_photo, register_heif
 from indexer.errors import DecodeError, PhotoVanishedError
-from indexer.thumbnails import ThumbnailCache
+from indexer.ingest.decode import PhotoMetadata, decode_photo, register_heif
+from indexer.ingest.thumbnails import ThumbnailCache
+from indexer.models.preprocess import PreprocessSpec
 
 log = logging.getLogger(__name__)
 

@@ -268,7 +268,7 @@ class SamSegmenter:
                     f"Delete it to download it again, or give the right file."
                 ) from exc
             model.to(self.device).eval()
-            from indexer.embedder import pick_precision
+            from indexer.models.embedder import pick_precision
 
             self.precision = pick_precision(self.device, self._precision_pref)
             if self.precision != "fp32":

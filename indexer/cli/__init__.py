@@ -1,0 +1,1 @@
+"""The ``glimpse`` command line: one module per group of commands, ``main`` dispatches."""

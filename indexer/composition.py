@@ -1,0 +1,319 @@
+"""The composition root: the one place that builds Glimpse's services.
+
+The CLI and the GUI both call :func:`build_services`; every class takes its
+collaborators as constructor arguments, so tests can hand in fakes. Nothing here
+runs at import time, and nothing is global: two libraries can be open in one
+process.
+
+The library decides its own model (``indexer.models.space``): the request of a
+flag or ``GLIMPSE_MODEL`` only picks the model of a *new* library, and a request
+for another model than the library's is refused with the way to switch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from indexer.errors import SettingsError
+from indexer.ingest.decode import register_heif
+from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
+from indexer.ingest.thumbnails import ThumbnailCache
+from indexer.live.service import LibraryService
+from indexer.live.switch import ModelSwitch
+from indexer.models.embedder import DEVICES, Embedder, OpenClipEmbedder, check_device
+from indexer.models.presets import ModelSpec, resolve_model
+from indexer.models.space import (
+    ACTIVE_KEY,
+    EmbeddingSpace,
+    ModelChoice,
+    ModelSlot,
+    choose_model,
+    legacy_model,
+    recorded_model,
+)
+from indexer.search.service import SearchService
+from indexer.segment.objects import ObjectSearch
+from indexer.segment.sam import DEFAULT_SEGMENTER, SEGMENTERS, SamSegmenter, Segmenter
+from indexer.tags.editor import TagEditor
+from indexer.tags.tagger import Tagger
+from indexer.tags.vocabulary import vocabulary_for
+from store.errors import NoLibraryError, StoreError
+from store.library import LibraryStore
+from store.paths import AppPaths
+from store.tags import TagStore
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def _positive_int(key: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"{key} is {value!r}; allowed values: a whole number of at least 1, or null (automatic).")
+    return value
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...] | list[str]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise SettingsError(f"{key} is {value!r}; allowed values: {', '.join(allowed)}.")
+    return value
+
+
+def _flag(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{key} is {value!r}; allowed values: true, false.")
+    return value
+
+
+def _text(key: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(f"{key} is {value!r}; allowed values: a file path (text), or null.")
+    return value
+
+
+@dataclass
+class Settings:
+    """User choices, typed and checked (:meth:`validate`). Unset fields mean "decide automatically".
+
+    The model is not a setting: the library records its own (``indexer.models.space``).
+    ``model``/``weights`` are only read from settings files written before that, to
+    adopt the model such a library was indexed with.
+    """
+
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    batch_size: int | None = None
+    decode_workers: int | None = None
+    vocabulary: str | None = None  # a tag vocabulary file; None: the one that fits the model
+    segmenter: str = DEFAULT_SEGMENTER  # mobile_sam, sam_vit_b, sam_vit_l, sam_vit_h
+    sam_weights: str | None = None  # a checkpoint file instead of the model folder / download
+    segment_disk_cache: bool = False  # keep image encodings on disk (about 2 MB per photo)
+    regions: bool = False  # region index: embed object proposals too (finds small objects; ~4x the indexing time)
+    model: str | None = field(default=None, repr=False)  # legacy, see above
+    weights: str | None = field(default=None, repr=False)  # legacy, see above
+
+    def validate(self) -> Settings:
+        """Raise :class:`SettingsError` naming the first bad key and what it may be."""
+        device = _choice("device", self.device, DEVICES) if not str(self.device).startswith("cuda:") else self.device
+        self.device = device
+        self.precision = _choice("precision", self.precision, PRECISIONS)
+        self.threads = _positive_int("threads", self.threads)
+        self.batch_size = _positive_int("batch_size", self.batch_size)
+        self.decode_workers = _positive_int("decode_workers", self.decode_workers)
+        self.vocabulary = _text("vocabulary", self.vocabulary)
+        self.segmenter = _choice("segmenter", self.segmenter, list(SEGMENTERS))
+        self.sam_weights = _text("sam_weights", self.sam_weights)
+        self.segment_disk_cache = _flag("segment_disk_cache", self.segment_disk_cache)
+        self.regions = _flag("regions", self.regions)
+        self.model = _text("model", self.model)
+        self.weights = _text("weights", self.weights)
+        return self
+
+    @classmethod
+    def load(cls, path: Path) -> Settings:
+        """Saved settings (the GUI writes them); a missing file means defaults, a bad one is an error."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            raise SettingsError(f"Cannot read the settings file {path}: {exc.strerror}.") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise SettingsError(
+                f"The settings file {path} is not valid JSON ({exc}). Fix it, or delete it to use the defaults."
+            ) from exc
+        if not isinstance(data, dict):
+            raise SettingsError(f"The settings file {path} must hold a JSON object of settings.")
+        known = {f.name for f in fields(cls)}
+        for key in sorted(set(data) - known):
+            log.warning("ignoring unknown setting %r in %s", key, path)
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known}).validate()
+        except SettingsError as exc:
+            raise SettingsError(f"In {path}: {exc.message}") from exc
+
+    def save(self, path: Path) -> None:
+        self.validate()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {k: v for k, v in asdict(self).items() if k not in ("model", "weights")}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, path)
+
+    def pipeline_config(self) -> PipelineConfig:
+        base = PipelineConfig()
+        return PipelineConfig(
+            batch_size=self.batch_size or base.batch_size,
+            decode_workers=self.decode_workers or base.decode_workers,
+            regions=self.regions,
+        )
+
+
+@dataclass
+class Services:
+    paths: AppPaths
+    settings: Settings
+    model: ModelSpec
+    choice: ModelChoice
+    store: LibraryStore
+    slot: ModelSlot
+    thumbnails: ThumbnailCache
+    pipeline: IndexingPipeline
+    search: SearchService
+    library: LibraryService
+    tags: TagStore
+    tagger: Tagger
+    tag_editor: TagEditor
+    switch: ModelSwitch
+    objects: ObjectSearch
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.slot.embedder
+
+    def close(self) -> None:
+        self.library.stop()
+        self.store.close()
+
+
+# The Hugging Face convention for "never touch the network", honoured for SAM weights too.
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "GLIMPSE_OFFLINE")
+
+
+def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Callable[[], Segmenter]:
+    """The segmenter is heavy and optional: built on first use, once, from the settings."""
+    if settings.segmenter not in SEGMENTERS:
+        raise StoreError(
+            f'Unknown segmentation model "{settings.segmenter}"; choose one of {", ".join(SEGMENTERS)}.',
+            title="Unknown segmentation model",
+        )
+    spec = SEGMENTERS[settings.segmenter]
+    built: list[Segmenter] = []
+    lock = threading.Lock()
+
+    def get() -> Segmenter:
+        with lock:
+            if not built:
+                built.append(
+                    SamSegmenter(
+                        spec,
+                        paths.models_dir,
+                        Path(settings.sam_weights).expanduser() if settings.sam_weights else None,
+                        device=device,
+                        cache_dir=paths.cache_dir / "segments" if settings.segment_disk_cache else None,
+                        allow_download=not any(os.environ.get(v) == "1" for v in OFFLINE_ENV),
+                    )
+                )
+            return built[0]
+
+    return get
+
+
+def build_services(
+    paths: AppPaths,
+    settings: Settings,
+    requested: ModelChoice | None = None,
+    requested_by: str = "--model",
+    embedder: Embedder | None = None,
+    segmenter: Callable[[], Segmenter] | None = None,
+    create: bool = True,
+) -> Services:
+    """Open the library at ``paths`` and wire up the services (models load lazily).
+
+    ``requested``: the model a flag or environment variable names (``requested_by``
+    says which, for messages); it must be the library's own, or pick a new library's.
+    ``create=False`` is for read-only commands: no library is created where none is.
+    """
+    settings.validate()
+    check_device(settings.device)
+    if not create and not paths.database.exists():
+        raise NoLibraryError(
+            f"There is no Glimpse library in {paths.data_dir} yet. Index a folder first: glimpse index FOLDER"
+        )
+    paths.ensure()
+    register_heif()
+    store = LibraryStore.open(paths.database)
+    try:
+        return _wire(paths, settings, store, requested, requested_by, embedder, segmenter)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _wire(
+    paths: AppPaths,
+    settings: Settings,
+    store: LibraryStore,
+    requested: ModelChoice | None,
+    requested_by: str,
+    embedder: Embedder | None,
+    segmenter: Callable[[], Segmenter] | None,
+) -> Services:
+    legacy = ModelChoice(settings.model, settings.weights) if settings.model else None
+    recorded = recorded_model(store, ACTIVE_KEY) or legacy_model(store, legacy)
+    choice = choose_model(recorded, requested, requested_by)
+    config = settings.pipeline_config()
+
+    def make_embedder(chosen: ModelChoice) -> Embedder:
+        spec = resolve_model(chosen.name, chosen.weights)
+        return OpenClipEmbedder(spec, device=settings.device, precision=settings.precision, threads=settings.threads)
+
+    def make_space(chosen: ModelChoice, record_as: str | None = None) -> EmbeddingSpace:
+        return EmbeddingSpace(store, make_embedder(chosen), paths.index_dir, chosen, config.save_interval, record_as)
+
+    def model_vocabulary(chosen: ModelChoice) -> Path:
+        return vocabulary_for(resolve_model(chosen.name, chosen.weights), settings.vocabulary)
+
+    spec = resolve_model(choice.name, choice.weights)
+    active = (
+        EmbeddingSpace(store, embedder, paths.index_dir, choice, config.save_interval, ACTIVE_KEY)
+        if embedder is not None
+        else make_space(choice, ACTIVE_KEY)
+    )
+    slot = ModelSlot(active)
+    thumbnails = ThumbnailCache(paths.thumbnails_dir)
+    tags = TagStore(store.db)
+    tagger = Tagger(tags, store, slot, vocabulary_for(spec, settings.vocabulary))
+    pipeline = IndexingPipeline(store, slot, thumbnails, config, tagger)
+    switch = ModelSwitch(
+        store,
+        slot,
+        tagger,
+        make_space,
+        lambda target: IndexingPipeline(store, target, None, config),
+        model_vocabulary,
+        paths.index_dir,
+    )
+    search = SearchService(store, slot, tags)
+    library = LibraryService(store, pipeline, tagger, switch)
+    device = "cpu" if settings.device in ("auto", "mps") else settings.device
+    objects = ObjectSearch(store, search, segmenter or segmenter_factory(paths, settings, device))
+    return Services(
+        paths,
+        settings,
+        spec,
+        choice,
+        store,
+        slot,
+        thumbnails,
+        pipeline,
+        search,
+        library,
+        tags,
+        tagger,
+        TagEditor(tags, store, tagger),
+        switch,
+        objects,
+    )

@@ -1,0 +1,1 @@
+"""Getting photos in: scanning folders, decoding in worker processes, thumbnails, the indexing pipeline."""

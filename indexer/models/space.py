@@ -1,0 +1,191 @@
+"""Which model a library uses: its identity, and the embedding space (model + vectors) in use.
+
+A library's vectors only mean something next to the model that made them, so the
+library records its model itself (``model.active`` in its ``meta`` table: the name
+and weights file the user chose, and the key that pins the exact weights), whatever
+chose it: a flag, ``GLIMPSE_MODEL``, the settings dialog. A command that asks for
+another model is refused with a way to switch (:class:`ModelMismatchError`), and
+nothing is recorded until a model has actually loaded, so a failed load changes
+nothing.
+
+While a switch is under way, ``model.target`` names the model being built; search
+keeps answering with the active space until the target covers every photo, then
+:class:`ModelSlot` swaps them atomically (see ``indexer.live.switch``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.errors import ModelMismatchError
+from indexer.models.embedder import Embedder
+from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV
+from store.library import LibraryStore
+from store.vectors import ModelVectors
+
+log = logging.getLogger(__name__)
+
+ACTIVE_KEY = "model.active"
+TARGET_KEY = "model.target"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model as the user names it: a preset, ``ARCH/TAG``, ``local-dir:``/``hf-hub:``, plus a weights file."""
+
+    name: str
+    weights: str | None = None
+    key: str | None = None  # the embedding space's exact identity, once the model has loaded
+
+    def same_model(self, other: ModelChoice) -> bool:
+        return self.name == other.name and _norm(self.weights) == _norm(other.weights)
+
+    @property
+    def display(self) -> str:
+        return f"{self.name} (weights {self.weights})" if self.weights else self.name
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "weights": self.weights, "key": self.key}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelChoice:
+        data = json.loads(text)
+        return cls(str(data["name"]), data.get("weights"), data.get("key"))
+
+
+def _norm(weights: str | None) -> str | None:
+    return str(Path(weights).expanduser().resolve()) if weights else None
+
+
+def recorded_model(store: LibraryStore, key: str = ACTIVE_KEY) -> ModelChoice | None:
+    """The model the library records under ``key`` (None for a new library)."""
+    text = store.get_meta(key)
+    if not text:
+        return None
+    try:
+        return ModelChoice.from_json(text)
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring a damaged %s record in the library: %r", key, text)
+        return None
+
+
+def legacy_model(store: LibraryStore, saved: ModelChoice | None) -> ModelChoice | None:
+    """A library indexed before it recorded its model: the saved setting, else the model with vectors."""
+    if saved is not None:
+        return saved
+    best: tuple[int, str] | None = None
+    for rec in store.models():
+        assert rec.id is not None
+        count = store.count_embeddings(rec.id)
+        if count and (best is None or count > best[0]):
+            best = (count, rec.name)
+    return ModelChoice(best[1]) if best else None
+
+
+def choose_model(
+    recorded: ModelChoice | None, requested: ModelChoice | None, requested_by: str = "--model"
+) -> ModelChoice:
+    """The model a command runs with: the library's own; a different request is refused."""
+    if recorded is None:
+        return requested or ModelChoice(DEFAULT_MODEL)
+    if requested is not None and not requested.same_model(recorded):
+        raise ModelMismatchError(
+            f"This library is indexed with {recorded.display}, but {requested_by} asks for "
+            f"{requested.display}. Nothing was changed.\n"
+            f"  - To use the library as it is, leave out {requested_by}"
+            f"{' (unset ' + MODEL_ENV + ')' if requested_by == MODEL_ENV else ''}.\n"
+            f"  - To switch the library to {requested.name}, run: glimpse model use {requested.name}"
+            f"{' --weights ' + requested.weights if requested.weights else ''}\n"
+            "    (every photo is embedded again in the background; search keeps working meanwhile)."
+        )
+    return recorded
+
+
+class EmbeddingSpace:
+    """One model and its vectors in this library, opened on first use.
+
+    ``vectors()`` loads the model (to learn its identity and size), registers it in the
+    library and opens its vector index. With ``record_as`` set, the first successful
+    open records the model under that meta key if the library has none yet: a new
+    library learns its model from the first command that actually loads one.
+    """
+
+    def __init__(
+        self,
+        store: LibraryStore,
+        embedder: Embedder,
+        index_dir: Path,
+        choice: ModelChoice | None = None,
+        save_interval: float = 60.0,
+        record_as: str | None = None,
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self.index_dir = index_dir
+        self.choice = choice
+        self.save_interval = save_interval
+        self.record_as = record_as
+        self._vectors: ModelVectors | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def opened(self) -> bool:
+        return self._vectors is not None
+
+    def vectors(self) -> ModelVectors:
+        with self._lock:
+            if self._vectors is None:
+                self.embedder.load()
+                record = self.embedder.record
+                if self.choice is not None and self.choice.key and self.choice.key != record.key:
+                    raise ModelMismatchError(
+                        f"The weights of {self.choice.display} are not the ones this library was indexed with "
+                        f"(library: {self.choice.key}, on disk now: {record.key}). To index the library again "
+                        f"with these weights, run: glimpse model use {self.choice.name}"
+                        f"{' --weights ' + self.choice.weights if self.choice.weights else ''}"
+                    )
+                model_id = self.store.register_model(record)
+                if self.record_as is not None and self.choice is not None and not self.store.get_meta(self.record_as):
+                    chosen = ModelChoice(self.choice.name, self.choice.weights, record.key)
+                    self.store.set_meta(self.record_as, chosen.to_json())
+                    self.choice = chosen
+                self._vectors = ModelVectors.open(self.store, model_id, record.dim, self.index_dir, self.save_interval)
+            return self._vectors
+
+
+class ModelSlot:
+    """The embedding space that answers searches now; swapped atomically when a model switch completes.
+
+    Search, tagging and indexing read ``space`` once per request, so a request that
+    started before a swap finishes with the old space and the next one uses the new.
+    """
+
+    def __init__(self, space: EmbeddingSpace) -> None:
+        self._space = space
+        self._lock = threading.Lock()
+
+    @property
+    def space(self) -> EmbeddingSpace:
+        with self._lock:
+            return self._space
+
+    @property
+    def embedder(self) -> Embedder:
+        return self.space.embedder
+
+    def vectors(self) -> ModelVectors:
+        return self.space.vectors()
+
+    def swap(self, space: EmbeddingSpace) -> EmbeddingSpace:
+        with self._lock:
+            old, self._space = self._space, space
+            return old
+
+
+def single_space(store: LibraryStore, embedder: Embedder, index_dir: Path, save_interval: float = 60.0) -> ModelSlot:
+    """A slot over one model that never switches: for scripts, benchmarks and tests."""
+    return ModelSlot(EmbeddingSpace(store, embedder, index_dir, save_interval=save_interval))

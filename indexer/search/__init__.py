@@ -1,0 +1,1 @@
+"""Search: the query language and ranking the library against a query."""

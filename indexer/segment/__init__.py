@@ -1,0 +1,1 @@
+"""Click-to-segment: SAM/MobileSAM segmenters, object and region search."""

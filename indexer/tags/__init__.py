@@ -1,0 +1,1 @@
+"""Tags: vocabulary files, the tag model, zero-shot tagging, teaching by example, XMP export."""
