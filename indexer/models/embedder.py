@@ -22,7 +22,15 @@ import numpy as np
 
 from indexer.errors import ModelUnavailableError, SettingsError
 from indexer.models.preprocess import PreprocessSpec
-from indexer.models.presets import ModelSpec, fetch_hf_weights, fingerprint_file, hf_cache_dir
+from indexer.models.presets import (
+    MODEL_ENV,
+    ModelSpec,
+    cached_hf_weights,
+    fetch_hf_weights,
+    fingerprint_file,
+    hf_cache_dir,
+    hub_reachable,
+)
 from store.records import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -178,6 +186,7 @@ class OpenClipEmbedder:
         if self._threads:
             torch.set_num_threads(self._threads)
         started = time.perf_counter()
+        self._check_tokenizer(open_clip)  # before the weights: offline must fail in seconds
         model, weights_id = self._create(open_clip)
         model.eval()
         self.device = pick_device(self._device_pref)
@@ -218,6 +227,34 @@ class OpenClipEmbedder:
             self.precision,
             time.perf_counter() - started,
         )
+
+    def _check_tokenizer(self, open_clip: Any) -> None:
+        """Models whose tokenizer comes from the Hugging Face Hub (SigLIP) need it in the cache or the Hub.
+
+        Without this, an offline machine spent ~90 s in the tokenizer's download retries
+        even when the user passed the weights with --weights.
+        """
+        if self.spec.local_dir is not None or self.spec.arch.startswith(("hf-hub:", "local-dir:")):
+            return
+        cfg = open_clip.get_model_config(self.spec.arch) or {}
+        repo = (cfg.get("text_cfg") or {}).get("hf_tokenizer_name")
+        if not repo:
+            return
+        try:
+            import transformers  # noqa: F401 - only checking that the extra is installed
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"{self.spec.display} tokenizes text with Hugging Face transformers, which is not installed "
+                "(it comes with the app: pip install 'glimpse[gui]', or pip install 'glimpse[siglip]')."
+            ) from exc
+        if cached_hf_weights(repo, ("tokenizer.json", "tokenizer_config.json", "spiece.model")) is not None:
+            return
+        if not hub_reachable():
+            raise ModelUnavailableError(
+                f"The tokenizer of {self.spec.display} ({repo}) is not in the Hugging Face cache "
+                f"{hf_cache_dir()}, and the Hub cannot be reached to fetch it (a few MB, once). Connect to the "
+                f"internet once and run the command again, or try the bundled test model: {MODEL_ENV}=toyworld."
+            )
 
     def _key(self, weights_id: str | None) -> str:
         """The embedding space's identity: architecture (or bundled model name) and exact weights."""

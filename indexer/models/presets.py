@@ -174,7 +174,7 @@ def hf_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP check, so an offline machine fails in seconds, not after minutes of retries."""
     from huggingface_hub import constants
 
@@ -206,7 +206,7 @@ def fetch_hf_weights(repo: str, spec: ModelSpec, filenames: tuple[str, ...] | No
     cached = cached_hf_weights(repo, filenames)
     if cached is not None:
         return cached
-    if not _hub_reachable():
+    if not hub_reachable():
         raise ModelUnavailableError(offline_message(spec, repo, "the Hugging Face Hub cannot be reached"))
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError

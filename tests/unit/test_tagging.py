@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,3 +226,49 @@ def test_vocabulary_files_are_validated(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(VocabularyError):
         Vocabulary.load(bad)
+
+
+def test_a_batch_committed_during_a_retag_keeps_its_tags(
+    lib: Lib, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race found in review: a re-tag snapshots the vectors, a batch commits its tags in
+    between, and the re-tag's replace wiped them for good (36 tags -> 0, with is_current()
+    still true). Forced here: the moment the re-tag has read the vectors, the pipeline indexes
+    new photos on another thread, and the re-tag waits for that commit (up to 3 s) before
+    writing. With one writer the commit queues behind the re-tag instead, and lands after it.
+    """
+    extra = tmp_path / "extra"
+    specs = list(all_specs())[:6]
+    for n, spec in enumerate(specs):
+        write_photo(extra / f"{spec.colour}-{spec.shape}.jpg", spec, seed=9100 + n)
+    lib.editor.add_tag("violet thing", prompts=["a purple star"])  # the vocabulary changed: a real re-tag
+    armed = threading.Event()
+    armed.set()
+    committed = threading.Event()
+    original = TagModel.assign
+
+    def index_extra() -> None:
+        _index(lib.pipeline, extra)
+        committed.set()
+
+    def assign_with_a_commit_in_between(self: TagModel, ids: np.ndarray, vectors: np.ndarray) -> list:
+        rows = original(self, ids, vectors)
+        if armed.is_set():
+            armed.clear()  # only the re-tag's first chunk; the batch's own tagging runs normally
+            worker = threading.Thread(target=index_extra)
+            worker.start()
+            committed.wait(3.0)
+        return rows
+
+    monkeypatch.setattr(TagModel, "assign", assign_with_a_commit_in_between)
+    lib.tagger.retag()
+    assert committed.wait(120), "the batch never committed"
+    monkeypatch.setattr(TagModel, "assign", original)
+
+    new_ids = [lib.store.image_by_path(str(p.resolve())).id for p in sorted(extra.iterdir())]
+    after = lib.tags.tags_of(new_ids)
+    assert all(after[i] for i in new_ids), "photos committed during the re-tag lost their automatic tags"
+    assert lib.tagger.is_current()
+    lib.tagger.retag()  # what a fresh re-tag gives is what they already carry
+    again = lib.tags.tags_of(new_ids)
+    assert {i: {t.name for t in after[i]} for i in new_ids} == {i: {t.name for t in again[i]} for i in new_ids}
