@@ -43,7 +43,7 @@ from indexer.segment.objects import ObjectSearch
 from indexer.segment.sam import DEFAULT_SEGMENTER, SEGMENTERS, SamSegmenter, Segmenter
 from indexer.tags.editor import TagEditor
 from indexer.tags.tagger import Tagger
-from indexer.tags.vocabulary import vocabulary_for
+from indexer.tags.vocabulary import library_vocabulary
 from store.errors import NoLibraryError, StoreError
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -273,9 +273,6 @@ def _wire(
     def make_space(chosen: ModelChoice, record_as: str | None = None) -> EmbeddingSpace:
         return EmbeddingSpace(store, make_embedder(chosen), paths.index_dir, chosen, config.save_interval, record_as)
 
-    def model_vocabulary(chosen: ModelChoice) -> Path:
-        return vocabulary_for(resolve_model(chosen.name, chosen.weights), settings.vocabulary)
-
     spec = resolve_model(choice.name, choice.weights)
     active = (
         EmbeddingSpace(store, embedder, paths.index_dir, choice, config.save_interval, ACTIVE_KEY)
@@ -285,7 +282,8 @@ def _wire(
     slot = ModelSlot(active)
     thumbnails = ThumbnailCache(paths.thumbnails_dir)
     tags = TagStore(store.db)
-    tagger = Tagger(tags, store, slot, vocabulary_for(spec, settings.vocabulary))
+    vocabulary = library_vocabulary(store, spec, settings.vocabulary)
+    tagger = Tagger(tags, store, slot, vocabulary)
     pipeline = IndexingPipeline(store, slot, thumbnails, config, tagger)
     switch = ModelSwitch(
         store,
@@ -293,7 +291,6 @@ def _wire(
         tagger,
         make_space,
         lambda target: IndexingPipeline(store, target, None, config),
-        model_vocabulary,
         paths.index_dir,
     )
     search = SearchService(store, slot, tags)

@@ -48,24 +48,53 @@ EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
 
 
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """Options every command takes, before or after its name (``glimpse index --model X`` too).
+
+    The copy given to each command has no defaults (SUPPRESS), so it only sets what was typed.
+    """
+    suppress: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
+    c = argparse.ArgumentParser(add_help=False)
+    c.add_argument(
+        "--model",
+        help=f"model of a new library: preset or open_clip name (default {DEFAULT_MODEL}; 'toyworld' for the "
+        "bundled test model). An existing library uses its own; switch it with `glimpse model use`",
+        **suppress,
+    )
+    c.add_argument("--weights", help="a weights file for the model, instead of downloading", **suppress)
+    c.add_argument("--device", help="auto (default), cpu, cuda, mps", **({"default": "auto"} if defaults else suppress))
+    c.add_argument("--threads", type=int, help="CPU threads for the model", **suppress)
+    c.add_argument(
+        "--segmenter", help="segmentation model: mobile_sam (default), sam_vit_b, sam_vit_l, sam_vit_h", **suppress
+    )
+    c.add_argument("--sam-weights", help="a SAM / MobileSAM checkpoint file, instead of the model folder", **suppress)
+    c.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        help="-v: Glimpse's steps, -vv: everything",
+        **({"default": 0} if defaults else suppress),
+    )
+    return c
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="glimpse",
         description="Semantic photo search on your own machine.",
         epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
+        parents=[_common_options(defaults=True)],
     )
-    p.add_argument(
-        "--model",
-        help=f"model preset or open_clip name (default {DEFAULT_MODEL}; 'toyworld' for the bundled test model)",
-    )
-    p.add_argument("--weights", help="a weights file for the model, instead of downloading")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--threads", type=int, help="CPU threads for the model")
-    p.add_argument("--segmenter", help="segmentation model: mobile_sam (default), sam_vit_b, sam_vit_l, sam_vit_h")
-    p.add_argument("--sam-weights", help="a SAM / MobileSAM checkpoint file, instead of the model folder")
-    p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--version", action="version", version=f"glimpse {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    common = _common_options(defaults=False)
+    add_command = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("parents", [common])
+        return add_command(name, **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     s = sub.add_parser("index", help="add folders and index their photos (no folder: rescan all)")
     s.add_argument("paths", nargs="*", type=Path)

@@ -52,7 +52,6 @@ class ModelSwitch:
         tagger: Tagger,
         make_space: Callable[[ModelChoice], EmbeddingSpace],
         make_pipeline: Callable[[ModelSlot], IndexingPipeline],
-        vocabulary_for: Callable[[ModelChoice], Path],
         index_dir: Path,
     ) -> None:
         self.store = store
@@ -60,7 +59,6 @@ class ModelSwitch:
         self.tagger = tagger
         self._make_space = make_space
         self._make_pipeline = make_pipeline
-        self._vocabulary_for = vocabulary_for
         self.index_dir = index_dir
         self._target: EmbeddingSpace | None = None
 
@@ -105,8 +103,6 @@ class ModelSwitch:
             self._target = space
             self.store.set_meta(TARGET_KEY, record.to_json())
             self._swap(space, record)
-            self.tagger.vocabulary_path = self._vocabulary_for(record)
-            self.tagger._vocabulary = None
             return "switched"
         self.store.set_meta(TARGET_KEY, record.to_json())
         self._target = space
@@ -163,15 +159,10 @@ class ModelSwitch:
         if self.store.pending_images(model_id):
             return False
         record = replace(choice, key=space.embedder.record.key)
-        previous_vocabulary = self.tagger.vocabulary_path
-        self.tagger.vocabulary_path = self._vocabulary_for(record)
-        self.tagger._vocabulary = None
         try:
-            self.tagger.seed_vocabulary()
+            # The library keeps its vocabulary (its tags are the user's); only their vectors are new.
             self.tagger.retag(space, before_write=lambda _conn: self._swap(space, record))
         except _NotYet:
-            self.tagger.vocabulary_path = previous_vocabulary
-            self.tagger._vocabulary = None
             return False
         for stale in self.index_dir.glob("model-*.faiss"):
             if stale != index_path(self.index_dir, model_id):

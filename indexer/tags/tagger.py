@@ -37,7 +37,7 @@ from indexer.errors import TeachError
 from indexer.models.space import EmbeddingSpace, ModelSlot
 from indexer.tags.model import CHUNK, TagModel, fingerprint
 from indexer.tags.teaching import fit_tag
-from indexer.tags.vocabulary import Vocabulary
+from indexer.tags.vocabulary import VOCABULARY_KEY, Vocabulary, vocabulary_ref
 from store.library import LibraryStore
 from store.records import TagRecord, TagVectorRecord
 from store.schema import Embedding
@@ -113,6 +113,8 @@ class Tagger:
         ``watch``, the app, a model switch): reading tags never merges a vocabulary in.
         """
         vocab = self.vocabulary
+        if not self.store.get_meta(VOCABULARY_KEY):
+            self.store.set_meta(VOCABULARY_KEY, vocabulary_ref(self.vocabulary_path))
         added = self.tags.seed(vocab.tags, vocab.key)
         if added:
             log.info("seeded %d tags from vocabulary %s", len(vocab.tags), vocab.key)

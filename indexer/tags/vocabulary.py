@@ -12,6 +12,7 @@ from pathlib import Path
 
 from indexer.errors import VocabularyError
 from indexer.models.presets import ModelSpec
+from store.library import LibraryStore
 
 RESOURCES = Path(__file__).resolve().parents[2] / "resources"
 DEFAULT_VOCABULARY = RESOURCES / "vocabulary.json"
@@ -83,3 +84,26 @@ def vocabulary_for(model: ModelSpec, override: str | None = None) -> Path:
     if override:
         return Path(override).expanduser()
     return TOYWORLD_VOCABULARY if model.name == "toyworld" else DEFAULT_VOCABULARY
+
+
+VOCABULARY_KEY = "vocabulary.file"
+_BUILTIN = {"builtin:default": DEFAULT_VOCABULARY, "builtin:toyworld": TOYWORLD_VOCABULARY}
+
+
+def vocabulary_ref(path: Path) -> str:
+    """How a library records its vocabulary file: built-in ones by name (they move with Glimpse)."""
+    for ref, builtin in _BUILTIN.items():
+        if path.resolve() == builtin.resolve():
+            return ref
+    return str(path.expanduser().resolve())
+
+
+def library_vocabulary(store: LibraryStore, model: ModelSpec, override: str | None = None) -> Path:
+    """The vocabulary a library uses: the settings' file, else the one it was first seeded from,
+    else the one that fits its model. A model switch keeps the library's vocabulary."""
+    if override:
+        return Path(override).expanduser()
+    recorded = store.get_meta(VOCABULARY_KEY)
+    if recorded:
+        return _BUILTIN.get(recorded, Path(recorded))
+    return vocabulary_for(model)
