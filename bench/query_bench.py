@@ -5,7 +5,7 @@
 Vectors are synthetic (d=512, normalised, clustered around a few hundred centres so they
 look more like embeddings than uniform noise); the exact index's speed does not depend on
 their values. The text encoder is the real architecture with random weights (see
-index_bench.py). Targets (shared/performance.md): text query to ranked ids <= 60 ms at
+index_bench.py). Targets (docs/performance.md): text query to ranked ids <= 60 ms at
 100k and <= 120 ms at 1M on 2 cores.
 """
 

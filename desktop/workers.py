@@ -2,10 +2,12 @@
 
 Widgets are touched only on the GUI thread. Work runs as ``QRunnable``s on thread
 pools and reports back through signals, which Qt delivers on the GUI thread (the
-receiver lives there, so the connection is queued). The model gets a pool of one
-thread: it is the only thread that calls the model, and interactive requests are
-"latest wins": a request that is no longer the newest when its turn comes is
-skipped, so typing fast never builds a queue of stale searches.
+receiver lives there, so the connection is queued). Interactive model work
+(searches, object search, tag edits) gets a pool of one thread, the GUI's model
+runner; indexing calls the model on the library service's own model thread
+(docs/architecture.md lists every thread). Interactive requests are "latest wins":
+a request that is no longer the newest when its turn comes is skipped, so typing
+fast never builds a queue of stale searches.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Photo decoding: from a file on disk to a model-ready pixel array and a thumbnail.
 
-Decoding, not the model, bounds indexing on a CPU (shared/performance.md), so:
+Decoding, not the model, bounds indexing on a CPU (docs/performance.md), so:
 
 * JPEGs are decoded with ``Image.draft()``, which lets libjpeg scale by 1/2, 1/4
   or 1/8 during the DCT: a 12 MP photo costs a fifth of a full decode. The draft

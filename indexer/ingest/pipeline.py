@@ -2,9 +2,10 @@
 
 Decoding bounds indexing on a CPU, so it runs in worker processes (the GIL rules
 out threads) while one model thread embeds the previous batch. The generator's
-own thread is the single database writer: each batch is one transaction that
-stores vectors, metadata and statuses together, then the vectors join the FAISS
-index. A kill at any point loses at most the batches in flight; the next run
+thread commits each batch as one command on the library's writer
+(``store.writer``): one transaction stores vectors, metadata, statuses and tags
+together, and the vectors join the in-memory FAISS index inside the same command,
+so no other change can come between them. A kill at any point loses at most the batches in flight; the next run
 picks up exactly the images that have no vector yet, so nothing is embedded
 twice and nothing is lost.
 
