@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.main_window import MainWindow
-from indexer.composition import Settings, build_services
+from indexer.composition import Settings, build_services, requested_model_from_env
 from indexer.errors import GlimpseError
 from store.paths import AppPaths
 
@@ -26,7 +26,8 @@ def run_app(args: Sequence[str] = ()) -> int:
     app.setOrganizationName("Glimpse")
     paths = AppPaths.from_env()
     try:
-        services = build_services(paths, Settings.load(paths.settings_file))
+        requested, requested_by = requested_model_from_env()
+        services = build_services(paths, Settings.load(paths.settings_file), requested, requested_by)
     except GlimpseError as exc:
         QMessageBox.critical(None, exc.title, exc.message)
         return exc.exit_code

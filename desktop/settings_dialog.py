@@ -104,6 +104,7 @@ class SettingsDialog(QDialog):
         chosen = self.model.currentData()
         if chosen == self.current.name:
             self.cost.setText("")
+            self.adjustSize()
             return
         # A new embedding space: every photo is embedded again, in the background.
         minutes = self._photos / 20 / 60  # an estimate: ~20 photos/s end to end on a 2-core laptop CPU
@@ -112,6 +113,7 @@ class SettingsDialog(QDialog):
             f"{max(1, round(minutes))} min on a laptop CPU; the first use downloads its weights). "
             "It runs in the background and search keeps working with the current model until it is done."
         )
+        self.adjustSize()  # the explanation wraps onto several lines: make room for it
 
     def accept(self) -> None:
         chosen = self.model.currentData()

@@ -28,7 +28,7 @@ from indexer.ingest.thumbnails import ThumbnailCache
 from indexer.live.service import LibraryService
 from indexer.live.switch import ModelSwitch
 from indexer.models.embedder import DEVICES, Embedder, OpenClipEmbedder, check_device
-from indexer.models.presets import ModelSpec, resolve_model
+from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV, ModelSpec, resolve_model
 from indexer.models.space import (
     ACTIVE_KEY,
     EmbeddingSpace,
@@ -219,6 +219,15 @@ def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Calla
             return built[0]
 
     return get
+
+
+def requested_model_from_env(environ: dict[str, str] | None = None) -> tuple[ModelChoice | None, str]:
+    """The model ``GLIMPSE_MODEL`` / ``GLIMPSE_WEIGHTS`` ask for (for a new library), and which variable asked."""
+    env = os.environ if environ is None else environ
+    name, weights = env.get(MODEL_ENV), env.get(WEIGHTS_ENV)
+    if not (name or weights):
+        return None, ""
+    return ModelChoice(name or DEFAULT_MODEL, weights), MODEL_ENV if name else WEIGHTS_ENV
 
 
 def build_services(

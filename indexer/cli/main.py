@@ -27,7 +27,7 @@ from typing import Any
 
 from indexer.cli import segment as cli_segment
 from indexer.cli import tags as cli_tags
-from indexer.composition import Services, Settings, build_services
+from indexer.composition import Services, Settings, build_services, requested_model_from_env
 from indexer.errors import GlimpseError, NotFoundError, QueryError
 from indexer.ingest.pipeline import Control, IndexReport, Progress
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights, resolve_model
@@ -503,10 +503,7 @@ def _requested_model(args: argparse.Namespace) -> tuple[ModelChoice | None, str]
     """
     if args.model or args.weights:
         return ModelChoice(args.model or DEFAULT_MODEL, args.weights), "--model" if args.model else "--weights"
-    env_model, env_weights = os.environ.get(MODEL_ENV), os.environ.get(WEIGHTS_ENV)
-    if env_model or env_weights:
-        return ModelChoice(env_model or DEFAULT_MODEL, env_weights), MODEL_ENV if env_model else WEIGHTS_ENV
-    return None, ""
+    return requested_model_from_env()
 
 
 def _setup_logging(verbose: int) -> None:

@@ -62,7 +62,7 @@ PRESETS: dict[str, ModelPreset] = {
             "ViT-B-32-SigLIP2-256",
             "ViT-B-32-SigLIP2-256",
             "webli",
-            "multilingual: queries in German, Korean, ... (needs the 'siglip' extra)",
+            "multilingual: queries in German, Korean, ...",
             "Apache-2.0",
             74.0,
             multilingual=True,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PySide6.QtCore import QMimeData, Qt, QUrl
 
 from desktop.main_window import MainWindow
 from indexer.composition import Settings, build_services
+from indexer.models.presets import TOYWORLD_DIR
 from indexer.models.space import ModelChoice
 from indexer.toyworld.world import ShapeSpec, all_specs
 from store.paths import AppPaths
@@ -163,6 +166,21 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     assert win.services.switch.state().active.name == "toyworld"
     assert win.services.switch.target() is None
     assert _search(qtbot, win, "a red circle"), "search still answers with the library's model"
+
+    # A model that loads: the switch runs in the service's background, shown in the status bar,
+    # while search keeps answering; then the library uses the new model.
+    copy = tmp_path / "toy-copy"
+    shutil.copytree(TOYWORLD_DIR, copy)
+    shown: list[str] = []
+    win.services.library.on_status = lambda status: shown.append(status.state) or win._bridge.status.emit(status)
+    with qtbot.waitSignal(win.model_switch_started, timeout=60_000) as switched:
+        win._settings_saved(SimpleNamespace(switch_to=ModelChoice(f"local-dir:{copy}")))
+    assert switched.args == ["started"]
+    assert _search(qtbot, win, "a red circle")
+    qtbot.waitUntil(lambda: win.services.switch.target() is None, timeout=120_000)
+    assert "switching" in shown
+    assert win.services.switch.state().active.name == f"local-dir:{copy}"
+    assert Path(_search(qtbot, win, "a green heart")[0].path).name == "green-heart.jpg"
 
 
 def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: Path, monkeypatch) -> None:
