@@ -86,6 +86,16 @@ def test_a_failed_load_changes_nothing(indexed: tuple[dict[str, str], Path], tmp
     assert status["model"]["name"] == "toyworld" and status["switch"] is None
     assert run(["search", "a blue star", "-k", "1"], env).returncode == 0
 
+    # The multilingual preset with the user's own weights file still needs its tokenizer: offline
+    # that is a clear message in seconds (it used to spend ~90 s in download retries).
+    weights = tmp_path / "siglip.bin"
+    weights.write_bytes(b"not really weights")
+    started = time.monotonic()
+    siglip = run(["model", "use", "ViT-B-32-SigLIP2-256", "--weights", str(weights)], env)
+    assert siglip.returncode == 4 and "tokenizer" in siglip.stderr, siglip.stderr
+    assert time.monotonic() - started < 30
+    assert _status(env)["model"]["name"] == "toyworld"
+
     fresh = dict(env, GLIMPSE_HOME=str(tmp_path / "fresh"))
     first = run(["index", str(tmp_path / "photos"), "--model", "ViT-B-16-SigLIP2"], fresh)
     assert first.returncode == 4
