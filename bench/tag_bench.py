@@ -25,7 +25,8 @@ from indexer.ingest.pipeline import IndexingPipeline
 from indexer.models.embedder import OpenClipEmbedder
 from indexer.models.presets import resolve_model
 from indexer.models.space import single_space
-from indexer.tags.tagger import DEFAULT_VOCABULARY, Tagger
+from indexer.tags.tagger import Tagger
+from indexer.tags.vocabulary import DEFAULT_VOCABULARY
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.records import EmbeddedImage, NewFile, ScanChanges
@@ -74,7 +75,7 @@ def main() -> None:
 
         tags = TagStore(store.db)
         tagger = Tagger(tags, store, pipeline.slot, DEFAULT_VOCABULARY)
-        tagger.ensure_vocabulary()
+        tagger.seed_vocabulary()
         for k in range(max(0, args.tags - len(tags.tags()))):
             tags.add_tag(f"extra concept {k}", prompts=[f"a photo of thing number {k}"])
         t0 = time.perf_counter()
@@ -97,7 +98,7 @@ def main() -> None:
         write_s = time.perf_counter() - t0
 
         full = tagger.retag()  # the first full re-tag
-        tagger.add_tag("our new tag", prompts=["a red kite over a beach"])
+        tags.add_tag("our new tag", prompts=["a red kite over a beach"])
         after_edit = tagger.retag()  # what a vocabulary edit costs the user
         store.close()
 

@@ -85,7 +85,8 @@ class ModelSwitch:
         Loads the model first: if that fails the library is left exactly as it was.
         Returns "current", "switched" (nothing to re-embed) or "started".
         """
-        active = recorded_model(self.store, ACTIVE_KEY)
+        # A library indexed before it recorded its model has its model in the slot only.
+        active = recorded_model(self.store, ACTIVE_KEY) or self.slot.space.choice
         current = self.target()
         if active is not None and choice.same_model(active):
             if current is not None:
@@ -99,7 +100,7 @@ class ModelSwitch:
         if current is not None:
             self.cancel()
         has_photos = any(self.store.status_counts()[s] for s in ("indexed", "pending"))
-        if active is None or not has_photos:
+        if not has_photos:  # nothing to embed again: the new model takes over at once
             self._target = space
             self.store.set_meta(TARGET_KEY, record.to_json())
             self._swap(space, record)

@@ -41,6 +41,10 @@ class ModelChoice:
     weights: str | None = None
     key: str | None = None  # the embedding space's exact identity, once the model has loaded
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", model_name(self.name))
+        object.__setattr__(self, "weights", _norm(self.weights))
+
     def same_model(self, other: ModelChoice) -> bool:
         return self.name == other.name and _norm(self.weights) == _norm(other.weights)
 
@@ -55,6 +59,14 @@ class ModelChoice:
     def from_json(cls, text: str) -> ModelChoice:
         data = json.loads(text)
         return cls(str(data["name"]), data.get("weights"), data.get("key"))
+
+
+def model_name(name: str) -> str:
+    """A model name as the library records it: ``local-dir:`` folders as absolute paths, so the
+    record means the same from any working directory."""
+    if name.startswith("local-dir:"):
+        return "local-dir:" + str(Path(name[len("local-dir:") :]).expanduser().resolve())
+    return name
 
 
 def _norm(weights: str | None) -> str | None:
