@@ -280,7 +280,9 @@ class MainWindow(QMainWindow):
         self.refresh_folders()
 
     def _load_engine(self) -> None:
-        self.services.pipeline.vectors()  # loads the model and opens the vector index
+        """Open the vector index and load the model now, so the first search does not wait for it."""
+        self.services.pipeline.vectors()
+        self.services.slot.embedder.load()
 
     def _engine_ready(self) -> None:
         self._ready = True

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Generator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print a JSON summary when it stops")
 
     s = sub.add_parser("model", help="the library's model: show it, switch to another, cancel a switch")
+    s.add_argument("--json", action="store_true")
     msub = s.add_subparsers(dest="model_command", metavar="ACTION")
     m = msub.add_parser("show", help="the model the library uses, and a switch in progress (default)")
     m.add_argument("--json", action="store_true")
@@ -551,8 +553,11 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
     svc.library.start(on_status=show)
     try:
         while True:
-            if svc.library.wait_idle(timeout=1.0) and args.once:
+            idle = svc.library.wait_idle(timeout=1.0)
+            if idle and args.once:
                 break
+            if idle:  # wait_idle returns at once when idle: without this the loop spun a whole core
+                time.sleep(1.0)
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:

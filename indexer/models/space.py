@@ -20,11 +20,16 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from indexer.errors import ModelMismatchError
 from indexer.models.embedder import Embedder
+from indexer.models.preprocess import PreprocessSpec
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV
 from store.library import LibraryStore
+from store.records import ModelRecord
 from store.vectors import ModelVectors
 
 log = logging.getLogger(__name__)
@@ -117,13 +122,61 @@ def choose_model(
     return recorded
 
 
+class _CheckedEmbedder:
+    """A space's embedder, checked against the library's record the first time it loads.
+
+    The space opens its vectors from the library's record without loading the model
+    (a search by a stored photo, a rescan with nothing new never need it); when the
+    model does load, its weights must still be the ones the vectors came from.
+    """
+
+    def __init__(self, inner: Embedder, space: EmbeddingSpace) -> None:
+        self.inner = inner
+        self._space = space
+        self._checked = False
+
+    def load(self) -> None:
+        self.inner.load()
+        if not self._checked:
+            self._space.check(self.inner.record.key)
+            self._checked = True
+
+    @property
+    def record(self) -> ModelRecord:
+        self.load()
+        return self.inner.record
+
+    @property
+    def dim(self) -> int:
+        self.load()
+        return self.inner.dim
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        self.load()
+        return self.inner.preprocess
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        self.load()
+        return self.inner.embed_images(pixels)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        return self.inner.embed_texts(texts)
+
+    def __getattr__(self, name: str) -> Any:  # logit_scale, device, precision, call counters
+        return getattr(self.inner, name)
+
+
 class EmbeddingSpace:
     """One model and its vectors in this library, opened on first use.
 
-    ``vectors()`` loads the model (to learn its identity and size), registers it in the
-    library and opens its vector index. With ``record_as`` set, the first successful
-    open records the model under that meta key if the library has none yet: a new
-    library learns its model from the first command that actually loads one.
+    ``vectors()`` opens the model's vector index. When the library already knows the
+    model (its recorded key), that takes no model at all: id and size come from the
+    library. Otherwise the model loads (to learn its identity and size) and is
+    registered; with ``record_as`` set, the first successful open records the model
+    under that meta key if the library has none yet, so a new library learns its
+    model from the first command that actually loads one.
     """
 
     def __init__(
@@ -136,7 +189,7 @@ class EmbeddingSpace:
         record_as: str | None = None,
     ) -> None:
         self.store = store
-        self.embedder = embedder
+        self.embedder: Embedder = _CheckedEmbedder(embedder, self)
         self.index_dir = index_dir
         self.choice = choice
         self.save_interval = save_interval
@@ -148,25 +201,46 @@ class EmbeddingSpace:
     def opened(self) -> bool:
         return self._vectors is not None
 
+    @property
+    def key(self) -> str:
+        """The embedding space's identity: from the library's record, else from the loaded model."""
+        if self.choice is not None and self.choice.key:
+            return self.choice.key
+        return self.embedder.record.key
+
+    def check(self, loaded_key: str) -> None:
+        """The model that loaded must be the one the library's vectors came from."""
+        if self.choice is not None and self.choice.key and self.choice.key != loaded_key:
+            raise ModelMismatchError(
+                f"The weights of {self.choice.display} are not the ones this library was indexed with "
+                f"(library: {self.choice.key}, on disk now: {loaded_key}). To index the library again "
+                f"with these weights, run: glimpse model use {self.choice.name}"
+                f"{' --weights ' + self.choice.weights if self.choice.weights else ''}"
+            )
+
     def vectors(self) -> ModelVectors:
         with self._lock:
             if self._vectors is None:
-                self.embedder.load()
-                record = self.embedder.record
-                if self.choice is not None and self.choice.key and self.choice.key != record.key:
-                    raise ModelMismatchError(
-                        f"The weights of {self.choice.display} are not the ones this library was indexed with "
-                        f"(library: {self.choice.key}, on disk now: {record.key}). To index the library again "
-                        f"with these weights, run: glimpse model use {self.choice.name}"
-                        f"{' --weights ' + self.choice.weights if self.choice.weights else ''}"
-                    )
-                model_id = self.store.register_model(record)
-                if self.record_as is not None and self.choice is not None and not self.store.get_meta(self.record_as):
-                    chosen = ModelChoice(self.choice.name, self.choice.weights, record.key)
-                    self.store.set_meta(self.record_as, chosen.to_json())
-                    self.choice = chosen
-                self._vectors = ModelVectors.open(self.store, model_id, record.dim, self.index_dir, self.save_interval)
+                known = self._known()
+                if known is not None:
+                    assert known.id is not None
+                    model_id, dim = known.id, known.dim
+                else:
+                    record = self.embedder.record  # loads (and checks) the model
+                    model_id, dim = self.store.register_model(record), record.dim
+                    if self.record_as and self.choice is not None and not self.store.get_meta(self.record_as):
+                        chosen = ModelChoice(self.choice.name, self.choice.weights, record.key)
+                        self.store.set_meta(self.record_as, chosen.to_json())
+                        self.choice = chosen
+                self._vectors = ModelVectors.open(self.store, model_id, dim, self.index_dir, self.save_interval)
             return self._vectors
+
+    def _known(self) -> ModelRecord | None:
+        """The library's record of this space, if the choice names its key and the library has it."""
+        if self.choice is None or not self.choice.key:
+            return None
+        model_id = self.store.find_model(self.choice.key)
+        return self.store.model(model_id) if model_id is not None else None
 
 
 class ModelSlot:

@@ -157,7 +157,7 @@ class Tagger:
         with self._lock:
             self.texts_embedded = 0
             vectors = space.vectors()
-            model_key = space.embedder.record.key
+            model_key = space.key
             tags = [t for t in self.tags.tags(include_disabled=False) if t.kind != "manual"]
             wanted = {t.id: self._wanted(t) for t in tags}
             key = self._state_key(model_key, tags, wanted)
@@ -283,7 +283,7 @@ class Tagger:
 
     @staticmethod
     def _meta_key(space: EmbeddingSpace) -> str:
-        return f"tagging:{space.embedder.record.key}"
+        return f"tagging:{space.key}"
 
     def retag(self, space: EmbeddingSpace | None = None, before_write: Any = None) -> RetagReport:
         """Recompute every automatic tag of the library from the stored vectors (no pixels, no image model).

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +200,37 @@ def test_cli_manners(indexed: tuple[dict[str, str], Path], tmp_path: Path) -> No
         proc.stdout.close()
         err = proc.stderr.read()
         assert proc.wait(60) == 0 and "Traceback" not in err and "Exception" not in err, err
+
+
+_NO_MODEL = """
+import contextlib, io, sys
+from indexer.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    code = main(sys.argv[1:])
+heavy = sorted(m for m in ("torch", "open_clip", "torchvision") if m in sys.modules)
+print(code, ",".join(heavy) or "-")
+"""
+
+
+def test_commands_that_run_no_model_never_import_it(indexed: tuple[dict[str, str], Path]) -> None:
+    """The library knows its model's id and size, so only commands that embed load torch."""
+    env, photos = indexed
+    for args in (
+        ["status"],
+        ["folders", "list"],
+        ["doctor"],
+        ["tags", "list"],
+        ["tags", "show", str(photos / "red-circle.jpg")],
+        ["similar", "#3", "-k", "3"],
+        ["search", "#3 + #4", "-k", "3"],
+        ["index"],  # a rescan with nothing new
+        ["model"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", _NO_MODEL, *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert out.stdout.split() == ["0", "-"], (args, out.stdout, out.stderr)
+    text = subprocess.run(
+        [sys.executable, "-c", _NO_MODEL, "search", "a red circle"], env=env, capture_output=True, text=True
+    )
+    assert text.stdout.split()[1] != "-", "a text query does load the model (the check above can fail)"
