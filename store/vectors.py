@@ -221,6 +221,25 @@ def open_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: P
     return rebuild_vector_index(store, model_id, dim, index_dir)
 
 
+def claim_index_dir(store: LibraryStore, index_dir: Path) -> int:
+    """Become the library's owner (waiting for another to finish) and sweep what a killed owner left.
+
+    A kill during a save leaves the temporary file it was writing. Only the owner may
+    delete such files (another process could be writing one), so this is a writer
+    command: it takes the library lock first. Returns how many were removed.
+    """
+
+    def command(_conn: object) -> int:
+        debris = list(index_dir.glob("*.tmp")) if index_dir.exists() else []
+        for tmp in debris:
+            tmp.unlink(missing_ok=True)
+        if debris:
+            log.info("removed %d temporary file(s) left by an interrupted save", len(debris))
+        return len(debris)
+
+    return int(store.write(command))
+
+
 def rebuild_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: Path) -> VectorIndex:
     """Build the index from the stored vectors and save it as the next generation.
 

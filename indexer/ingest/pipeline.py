@@ -40,7 +40,7 @@ from indexer.models.space import ModelSlot
 from store.library import LibraryStore
 from store.records import EmbeddedImage, FailedImage, RegionVector
 from store.tags import Assignment
-from store.vectors import ModelVectors
+from store.vectors import ModelVectors, claim_index_dir
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,7 @@ class IndexingPipeline:
         started = time.monotonic()
         yield Progress("loading")
         vectors = self.vectors()
+        claim_index_dir(self.store, vectors.index_dir)  # indexing writes: own the library from the start
         roots = (
             [Path(r) for r in roots] if roots is not None else [Path(f.path) for f in self.store.folders() if f.enabled]
         )

@@ -36,6 +36,7 @@ from indexer.live.watcher import ChangeBatch, EventCoalescer, FolderWatcher, Tre
 from indexer.tags.tagger import Tagger
 from store.errors import GlimpseError, NotFoundError
 from store.library import LibraryStore
+from store.vectors import claim_index_dir
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ class LibraryService:
     def _run(self) -> None:
         try:
             self._publish(state="starting")
-            self.pipeline.vectors()  # loads the model, opens (or rebuilds) the vector index
+            vectors = self.pipeline.vectors()  # opens (or rebuilds) the vector index
+            claim_index_dir(self.store, vectors.index_dir)  # the service writes: it owns the library
             self._retag_if_stale()
             roots = [f.path for f in self.store.folders() if f.enabled]
             for root in roots:
