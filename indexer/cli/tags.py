@@ -113,16 +113,24 @@ def _list(svc: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add(svc: Services, args: argparse.Namespace) -> int:
+def _by_hand(svc: Services, args: argparse.Namespace, present: bool) -> int:
+    """``tags add TAG PHOTO…`` / ``tags remove TAG PHOTO…``: the user's word, which re-tagging keeps."""
     editor = svc.tag_editor
+    ids = editor.resolve_images(args.photos)
+    tag = editor.tag_photos(args.tag, ids, present=present)
+    if args.json:
+        _print_json({"tag": _tag_json(tag), "tagged" if present else "untagged": len(ids)})
+    elif present:
+        print(f'Tagged {len(ids)} photos "{tag.name}" (by hand: re-tagging never undoes this).')
+    else:
+        print(f'Took "{tag.name}" off {len(ids)} photos (re-tagging never puts it back).')
+    return 0
+
+
+def _add(svc: Services, args: argparse.Namespace) -> int:
     if args.photos:
-        ids = editor.resolve_images(args.photos)
-        tag = editor.tag_photos(args.tag, ids, present=True)
-        if args.json:
-            _print_json({"tag": _tag_json(tag), "tagged": len(ids)})
-        else:
-            print(f'Tagged {len(ids)} photos "{tag.name}" (by hand: re-tagging never undoes this).')
-        return 0
+        return _by_hand(svc, args, present=True)
+    editor = svc.tag_editor
     tag = editor.add_tag(args.tag, args.prompt, args.group)
     report = svc.tagger.retag()
     if args.json:
@@ -134,16 +142,9 @@ def _add(svc: Services, args: argparse.Namespace) -> int:
 
 
 def _remove(svc: Services, args: argparse.Namespace) -> int:
-    editor = svc.tag_editor
     if args.photos:
-        ids = editor.resolve_images(args.photos)
-        tag = editor.tag_photos(args.tag, ids, present=False)
-        if args.json:
-            _print_json({"tag": _tag_json(tag), "untagged": len(ids)})
-        else:
-            print(f'Took "{tag.name}" off {len(ids)} photos (re-tagging never puts it back).')
-        return 0
-    editor.delete(args.tag)
+        return _by_hand(svc, args, present=False)
+    svc.tag_editor.delete(args.tag)
     if args.json:
         _print_json({"deleted": args.tag})
     else:
