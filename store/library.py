@@ -335,9 +335,6 @@ class LibraryStore:
             row = conn.execute(select(_models.c.id).where(_models.c.key == key)).first()
         return None if row is None else int(row[0])
 
-    def model(self, model_id: int) -> ModelRecord | None:
-        return next((m for m in self.models() if m.id == model_id), None)
-
     def drop_model(self, model_id: int) -> None:
         """Forget an embedding space with its vectors, regions, tag vectors and index state (cascades)."""
         self.write(lambda conn: conn.execute(delete(_models).where(_models.c.id == model_id)))

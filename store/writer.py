@@ -51,10 +51,6 @@ class Writer:
         self._closed = False
         self.commands = 0  # commands run; tests use it to see that work went through here
 
-    @property
-    def lock(self) -> LibraryLock | None:
-        return self._lock
-
     def on_writer_thread(self) -> bool:
         return threading.current_thread() is self._thread
 

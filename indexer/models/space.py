@@ -198,10 +198,6 @@ class EmbeddingSpace:
         self._lock = threading.Lock()
 
     @property
-    def opened(self) -> bool:
-        return self._vectors is not None
-
-    @property
     def key(self) -> str:
         """The embedding space's identity: from the library's record, else from the loaded model."""
         if self.choice is not None and self.choice.key:
@@ -239,8 +235,7 @@ class EmbeddingSpace:
         """The library's record of this space, if the choice names its key and the library has it."""
         if self.choice is None or not self.choice.key:
             return None
-        model_id = self.store.find_model(self.choice.key)
-        return self.store.model(model_id) if model_id is not None else None
+        return next((m for m in self.store.models() if m.key == self.choice.key), None)
 
 
 class ModelSlot:
