@@ -377,16 +377,3 @@ class TagStore:
             )
 
         self._write(command)
-
-    # ---- bookkeeping ---------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
-
-    def set_meta(self, key: str, value: str) -> None:
-
-        def command(conn: Connection) -> Any:
-            conn.execute(insert(_meta).prefix_with("OR REPLACE"), [{"key": key, "value": value}])
-
-        self._write(command)

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from indexer.ingest.scanner import Scanner
 from store.library import LibraryStore
-from store.vectors import VectorIndex, index_path, rebuild_vector_index
+from store.vectors import VectorIndex, claim_index_dir, index_path, rebuild_vector_index
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,9 @@ def run_doctor(store: LibraryStore, index_dir: Path, thumbnails_dir: Path | None
         _check_index(store, model.id, model.dim, model.key, index_dir, report)
     if thumbnails_dir is not None:
         _check_thumbnails(store, thumbnails_dir, report)
-    leftovers = list(index_dir.glob("*.tmp")) if index_dir.exists() else []
-    for tmp in leftovers:
-        tmp.unlink(missing_ok=True)
+    leftovers = claim_index_dir(store, index_dir)  # as the owner: another process may be mid-save
     if leftovers:
-        report.repairs.append(f"removed {len(leftovers)} temporary file(s) left by an interrupted save")
+        report.repairs.append(f"removed {leftovers} temporary file(s) left by an interrupted save")
     return report
 
 

@@ -279,7 +279,7 @@ class Tagger:
     def is_current(self) -> bool:
         """Whether the stored automatic tags were computed with today's vocabulary and model."""
         built = self._build(self.slot.space)
-        return self.tags.get_meta(self._meta_key(self.slot.space)) == built.key
+        return self.store.get_meta(self._meta_key(self.slot.space)) == built.key
 
     @staticmethod
     def _meta_key(space: EmbeddingSpace) -> str:
@@ -318,7 +318,7 @@ class Tagger:
 
             vectors.index.each_chunk(tag_chunk, CHUNK)
             counts["written"] = self.tags.replace_automatic(rows)
-            self.tags.set_meta(self._meta_key(space), built.key)
+            self.store.set_meta(self._meta_key(space), built.key)
             self._installed = built
 
         self.store.write(command)
