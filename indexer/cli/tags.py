@@ -113,6 +113,17 @@ def _list(svc: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _retag_after(svc: Services, args: argparse.Namespace, tag: TagRecord, said: str) -> int:
+    """A vocabulary change: re-tag the library before returning, then report the tag and the re-tag."""
+    report = svc.tagger.retag()
+    if args.json:
+        _print_json({"tag": _tag_json(tag), "retag": report.to_json()})
+    else:
+        print(said)
+        _retagged(report)
+    return 0
+
+
 def _by_hand(svc: Services, args: argparse.Namespace, present: bool) -> int:
     """``tags add TAG PHOTO…`` / ``tags remove TAG PHOTO…``: the user's word, which re-tagging keeps."""
     editor = svc.tag_editor
@@ -132,13 +143,7 @@ def _add(svc: Services, args: argparse.Namespace) -> int:
         return _by_hand(svc, args, present=True)
     editor = svc.tag_editor
     tag = editor.add_tag(args.tag, args.prompt, args.group)
-    report = svc.tagger.retag()
-    if args.json:
-        _print_json({"tag": _tag_json(tag), "retag": report.to_json()})
-    else:
-        print(f'Added tag "{tag.name}" matching: {", ".join(tag.prompts or (tag.name,))}.')
-        _retagged(report)
-    return 0
+    return _retag_after(svc, args, tag, f'Added tag "{tag.name}" matching: {", ".join(tag.prompts or (tag.name,))}.')
 
 
 def _remove(svc: Services, args: argparse.Namespace) -> int:
@@ -164,13 +169,8 @@ def _edit(svc: Services, args: argparse.Namespace) -> int:
     )
     if args.rename:
         tag = editor.rename(tag.name, args.rename)
-    report = svc.tagger.retag()
-    if args.json:
-        _print_json({"tag": _tag_json(tag), "retag": report.to_json()})
-    else:
-        print(f'Tag "{tag.name}": {"enabled" if tag.enabled else "disabled"}, prompts: {", ".join(tag.prompts)}.')
-        _retagged(report)
-    return 0
+    state = "enabled" if tag.enabled else "disabled"
+    return _retag_after(svc, args, tag, f'Tag "{tag.name}": {state}, prompts: {", ".join(tag.prompts)}.')
 
 
 def _apply(svc: Services, args: argparse.Namespace) -> int:
