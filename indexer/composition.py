@@ -275,18 +275,18 @@ def _wire(
     choice = choose_model(recorded, requested, requested_by)
     config = settings.pipeline_config()
 
-    def make_embedder(chosen: ModelChoice) -> Embedder:
-        spec = resolve_model(chosen.name, chosen.weights)
-        return OpenClipEmbedder(spec, device=settings.device, precision=settings.precision, threads=settings.threads)
+    def make_space(chosen: ModelChoice, spec: ModelSpec | None = None, record_as: str | None = None) -> EmbeddingSpace:
+        spec = spec or resolve_model(chosen.name, chosen.weights)
+        model = OpenClipEmbedder(spec, device=settings.device, precision=settings.precision, threads=settings.threads)
+        return EmbeddingSpace(store, model, paths.index_dir, chosen, config.save_interval, record_as)
 
-    def make_space(chosen: ModelChoice, record_as: str | None = None) -> EmbeddingSpace:
-        return EmbeddingSpace(store, make_embedder(chosen), paths.index_dir, chosen, config.save_interval, record_as)
-
-    spec = resolve_model(choice.name, choice.weights)
+    # The library's own model was checked when it was first used: resolving it again must not
+    # import open_clip (an ARCH/TAG name would), or every read-only command would pay for it.
+    spec = resolve_model(choice.name, choice.weights, validate=recorded is None or not choice.same_model(recorded))
     active = (
         EmbeddingSpace(store, embedder, paths.index_dir, choice, config.save_interval, ACTIVE_KEY)
         if embedder is not None
-        else make_space(choice, ACTIVE_KEY)
+        else make_space(choice, spec, ACTIVE_KEY)
     )
     slot = ModelSlot(active)
     thumbnails = ThumbnailCache(paths.thumbnails_dir)

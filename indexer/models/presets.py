@@ -115,8 +115,12 @@ class ModelSpec:
         return f"{self.arch}/{self.pretrained}" if self.pretrained else self.arch
 
 
-def resolve_model(name: str | None = None, weights: str | Path | None = None) -> ModelSpec:
-    """Turn ``--model``/``--weights`` (or their environment variables) into a ModelSpec."""
+def resolve_model(name: str | None = None, weights: str | Path | None = None, validate: bool = True) -> ModelSpec:
+    """Turn ``--model``/``--weights`` (or their environment variables) into a ModelSpec.
+
+    ``validate=False`` trusts an ``ARCH/TAG`` name (one a library already recorded) instead of
+    checking it against open_clip's list, which costs an open_clip import.
+    """
     name = name or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
     weights = weights or os.environ.get(WEIGHTS_ENV) or None
     weights_file = Path(weights).expanduser().resolve() if weights else None
@@ -138,6 +142,8 @@ def resolve_model(name: str | None = None, weights: str | Path | None = None) ->
         return ModelSpec(name=name, arch=preset.arch, pretrained=preset.pretrained, weights_file=weights_file)
 
     arch, _, tag = name.partition("/")
+    if not validate and (tag or weights_file is not None):
+        return ModelSpec(name=name, arch=arch, pretrained=tag or None, weights_file=weights_file)
     import open_clip  # only for names outside the presets: importing it costs ~1.5 s
 
     if arch not in open_clip.list_models():

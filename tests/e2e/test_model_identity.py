@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from indexer.models.presets import TOYWORLD_DIR
+from indexer.models.space import ACTIVE_KEY, ModelChoice
 from indexer.toyworld.world import all_specs
+from store.library import LibraryStore
 from tests.e2e.test_cli import glimpse_cmd, run
 from tests.photos import write_photo
 
@@ -234,3 +236,14 @@ def test_commands_that_run_no_model_never_import_it(indexed: tuple[dict[str, str
         [sys.executable, "-c", _NO_MODEL, "search", "a red circle"], env=env, capture_output=True, text=True
     )
     assert text.stdout.split()[1] != "-", "a text query does load the model (the check above can fail)"
+
+
+def test_a_library_of_an_open_clip_name_reads_without_importing_it(home: dict[str, str]) -> None:
+    """A recorded ARCH/TAG model is trusted as recorded: checking it against open_clip costs an import."""
+    library = Path(home["GLIMPSE_HOME"])
+    store = LibraryStore.open(library / "library.sqlite3")
+    store.set_meta(ACTIVE_KEY, ModelChoice("ViT-B-16/openai", key="ViT-B-16/openai").to_json())
+    store.close()
+    for args in (["status"], ["tags", "list"], ["model"]):
+        out = subprocess.run([sys.executable, "-c", _NO_MODEL, *args], env=home, capture_output=True, text=True)
+        assert out.stdout.split() == ["0", "-"], (args, out.stdout, out.stderr)
