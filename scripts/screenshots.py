@@ -3,7 +3,8 @@
     xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python scripts/screenshots.py
 
 Indexes a generated toy-world library with the bundled model in a temporary home, searches
-it, and saves docs/main-window.png and docs/viewer.png grabbed from the screen.
+it, and saves docs/main-window.png and docs/viewer.png grabbed from the screen, and the
+Settings dialog as docs/settings.png.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> int:
     DOCS.mkdir(exist_ok=True)
 
     def grab(name: str) -> None:
+        app.processEvents()  # paint what changed just before (a cleared status message)
         app.primaryScreen().grabWindow(0).save(str(DOCS / name))
         print("saved", DOCS / name)
 
@@ -56,6 +58,7 @@ def main() -> int:
         QTimer.singleShot(2500, shot_main)
 
     def shot_main() -> None:
+        win.statusBar().clearMessage()  # "Added /tmp/…" from setting up: show the state instead
         grab("main-window.png")
         win.open_viewer(0)
         if win._viewer is not None:
@@ -64,6 +67,16 @@ def main() -> int:
 
     def shot_viewer() -> None:
         grab("viewer.png")
+        if win._viewer is not None:
+            win._viewer.close()
+        win.open_settings()  # opens once its data is read off the GUI thread
+        QTimer.singleShot(2000, shot_settings)
+
+    def shot_settings() -> None:
+        app.processEvents()
+        win.settings_dialog.grab().save(str(DOCS / "settings.png"))
+        print("saved", DOCS / "settings.png")
+        win.settings_dialog.reject()
         win.close()
         app.quit()
 
