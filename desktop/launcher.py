@@ -31,6 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return run_app(args[1:])
+    from indexer.cli.warm_client import run_warm
+
+    answered = run_warm(args)  # search/similar/status answered by a running app or `glimpse watch`
+    if answered is not None:
+        return answered
     from indexer.cli.main import main as cli_main
 
     return cli_main(args)

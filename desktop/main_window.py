@@ -63,10 +63,11 @@ from desktop.tag_actions import TagActions
 from desktop.tags_panel import TagsPanel
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
+from indexer.cli.warm import WarmServer
 from indexer.composition import Services
 from indexer.errors import GlimpseError
 from indexer.ingest.scanner import is_photo
-from indexer.live.service import ServiceStatus
+from indexer.live.service import ServiceStatus, tagging_message
 from indexer.search.service import SearchResult
 from indexer.segment.objects import Segmentation
 
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self.thumbnails = ThumbnailProvider(services.thumbnails, parent=self)
         self.results = ResultsModel(self.thumbnails, self)
         self._ready = False
+        self._warm: WarmServer | None = None
         self._query = ""
         self._viewer: Viewer | None = None
         self._bridge = _StatusBridge(self)
@@ -288,6 +290,9 @@ class MainWindow(QMainWindow):
         self._ready = True
         self.search_field.setPlaceholderText('Search your photos: dog on a beach, "beach" - "people", ...')
         self.services.library.start(on_status=self._bridge.status.emit)
+        # While the app runs, `glimpse search` in a shell is answered by it (indexer.cli.warm).
+        self._warm = WarmServer(self.services)
+        self._warm.start()
         self.tag_actions.refresh()
         self.model_ready.emit()
         if self.search_field.text().strip():
@@ -562,6 +567,11 @@ class MainWindow(QMainWindow):
             self.progress.setRange(0, p.total)
             self.progress.setValue(p.done)
             self.progress.show()
+        elif status.state == "tagging" and p is not None and p.total:
+            self.state_label.setText(tagging_message(p).capitalize() + " (photos are searchable meanwhile)")
+            self.progress.setRange(0, p.total)
+            self.progress.setValue(p.done)
+            self.progress.show()
         elif status.state == "switching" and p is not None and p.total:
             self.state_label.setText(f"Switching model: {p.done} of {p.total} photos embedded (search works meanwhile)")
             self.progress.setRange(0, p.total)
@@ -627,6 +637,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Stop the service and wait for every worker, so no thread outlives the window."""
         self._debounce.stop()
+        if self._warm is not None:
+            self._warm.close()
         self.services.library.stop()
         for runner in (self.model_runner, self.io_runner, self.thumbnails.runner):
             runner.close()

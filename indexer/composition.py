@@ -27,7 +27,8 @@ from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
 from indexer.ingest.thumbnails import ThumbnailCache
 from indexer.live.service import LibraryService
 from indexer.live.switch import ModelSwitch
-from indexer.models.embedder import DEVICES, Embedder, OpenClipEmbedder, check_device
+from indexer.models.embedder import DEVICES, Embedder, check_device
+from indexer.models.engine import RUNTIMES, ModelEngine
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV, ModelSpec, resolve_model
 from indexer.models.space import (
     ACTIVE_KEY,
@@ -91,6 +92,7 @@ class Settings:
 
     device: str = "auto"
     precision: str = "auto"
+    runtime: str = "auto"  # auto: ONNX Runtime on the CPU, torch on GPUs (indexer.models.engine); onnx; torch
     threads: int | None = None
     batch_size: int | None = None
     decode_workers: int | None = None
@@ -107,6 +109,7 @@ class Settings:
         device = _choice("device", self.device, DEVICES) if not str(self.device).startswith("cuda:") else self.device
         self.device = device
         self.precision = _choice("precision", self.precision, PRECISIONS)
+        self.runtime = _choice("runtime", self.runtime, RUNTIMES)
         self.threads = _positive_int("threads", self.threads)
         self.batch_size = _positive_int("batch_size", self.batch_size)
         self.decode_workers = _positive_int("decode_workers", self.decode_workers)
@@ -277,7 +280,9 @@ def _wire(
 
     def make_space(chosen: ModelChoice, spec: ModelSpec | None = None, record_as: str | None = None) -> EmbeddingSpace:
         spec = spec or resolve_model(chosen.name, chosen.weights)
-        model = OpenClipEmbedder(spec, device=settings.device, precision=settings.precision, threads=settings.threads)
+        model = ModelEngine(
+            spec, paths.models_dir, settings.device, settings.precision, settings.threads, settings.runtime
+        )
         return EmbeddingSpace(store, model, paths.index_dir, chosen, config.save_interval, record_as)
 
     # The library's own model was checked when it was first used: resolving it again must not

@@ -31,6 +31,7 @@ from indexer.cli import tags as cli_tags
 from indexer.composition import Services, Settings, build_services, requested_model_from_env
 from indexer.errors import GlimpseError, NotFoundError, QueryError
 from indexer.ingest.pipeline import Control, IndexReport, Progress
+from indexer.models.engine import describe_runtime
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights, resolve_model
 from indexer.models.space import ModelChoice, recorded_model
 from indexer.search.service import SearchResult
@@ -79,8 +80,9 @@ def _common_options(defaults: bool) -> argparse.ArgumentParser:
     return c
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The command line's grammar (``parser_class``: the warm path's parser raises instead of exiting)."""
+    p = parser_class(
         prog="glimpse",
         description="Semantic photo search on your own machine.",
         epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
@@ -189,7 +191,7 @@ def _count(text: str) -> int:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(_json_text(data))
 
 
 def _drive(gen: Generator[Progress, None, Any], desc: str) -> Any:
@@ -197,6 +199,7 @@ def _drive(gen: Generator[Progress, None, Any], desc: str) -> Any:
     from tqdm import tqdm
 
     bar = None
+    bar_phase = ""
     try:
         while True:
             try:
@@ -207,8 +210,21 @@ def _drive(gen: Generator[Progress, None, Any], desc: str) -> Any:
                 log.info("loading the model")
             elif progress.phase == "scanning":
                 log.info("scanning")
+            elif progress.phase == "tagging" and progress.total:
+                if bar is not None and bar_phase != "tagging":
+                    bar.close()
+                    bar = None
+                if bar is None:
+                    bar_phase = "tagging"
+                    print(f"Photos are searchable; preparing tags ({progress.total:,} prompts to embed).",
+                          file=sys.stderr, flush=True)  # fmt: skip
+                    bar = tqdm(total=progress.total, unit="prompt", file=sys.stderr, dynamic_ncols=True,
+                               disable=None, desc="preparing tags")  # fmt: skip
+                bar.n = progress.done
+                bar.refresh()
             elif progress.phase in ("indexing", "switching") and progress.total:
                 if bar is None:
+                    bar_phase = progress.phase
                     bar = tqdm(total=progress.total, unit="photo", file=sys.stderr, dynamic_ncols=True,
                                disable=None, desc=desc)  # fmt: skip
                 bar.total = progress.total
@@ -289,18 +305,27 @@ def _continue_switch(svc: Services, control: Control) -> bool:
     return swapped
 
 
-def _print_results(results: list[SearchResult], as_json: bool) -> None:
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_results(results: list[SearchResult], as_json: bool) -> str:
     if as_json:
-        _print_json([r.to_json() for r in results])
-        return
+        return _json_text([r.to_json() for r in results])
     if not results:
-        print("No results. Is the library indexed? Try `glimpse status`.")
-    for r in results:
-        print(f"{r.score:7.4f}  {r.path}")
+        return "No results. Is the library indexed? Try `glimpse status`.\n"
+    return "".join(f"{r.score:7.4f}  {r.path}\n" for r in results)
 
 
-def cmd_search(svc: Services, args: argparse.Namespace) -> int:
-    filters = {"k": args.k, "folders": args.folder, "tags": args.tag, "without_tags": args.without_tag}
+def _under(cwd: Path, path: str | Path) -> Path:
+    """A path the user typed, relative to *their* working directory (a warm request's differs from ours)."""
+    return cwd / Path(path).expanduser()
+
+
+def search_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
+    """What ``glimpse search`` prints (shared by the command and the warm path, ``indexer.cli.warm``)."""
+    folders = [str(_under(cwd, f)) for f in args.folder] if args.folder else None
+    filters = {"k": args.k, "folders": folders, "tags": args.tag, "without_tags": args.without_tag}
     if args.query and (args.object is not None or args.region is not None):
         raise QueryError(
             "Search either for a text query or for an object (--object/--region), not both at once. "
@@ -309,38 +334,41 @@ def cmd_search(svc: Services, args: argparse.Namespace) -> int:
     if args.object is not None and args.region is not None:
         raise QueryError("Give --object or --region, not both.")
     if args.object is not None:
-        seg = cli_segment.segment_from_args(svc, args.object, args)
-        _print_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
-        return EXIT_OK
+        seg = cli_segment.segment_from_args(svc, _under(cwd, args.object), args)
+        return render_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
     if args.region is not None:
         if args.box is None:
             raise QueryError("--region needs --box X0,Y0,X1,Y1 (photo pixels).")
-        _print_results(svc.objects.search_region(args.region, args.box, **filters), args.json)
-        return EXIT_OK
+        return render_results(svc.objects.search_region(_under(cwd, args.region), args.box, **filters), args.json)
     if not args.query:
         raise QueryError("Give a query, or --object IMAGE --point X,Y, or --region IMAGE --box X0,Y0,X1,Y1.")
     results = svc.search.search(
-        args.query,
-        k=args.k,
-        folders=args.folder,
-        base_dir=Path.cwd(),
-        tags=args.tag,
-        without_tags=args.without_tag,
+        args.query, k=args.k, folders=folders, base_dir=cwd, tags=args.tag, without_tags=args.without_tag
     )
-    _print_results(results, args.json)
+    return render_results(results, args.json)
+
+
+def similar_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
+    image: str = args.image
+    target: str | int = int(image[1:]) if image.startswith("#") and image[1:].isdigit() else str(_under(cwd, image))
+    folders = [str(_under(cwd, f)) for f in args.folder] if args.folder else None
+    results = svc.search.similar(target, k=args.k, folders=folders, tags=args.tag, without_tags=args.without_tag)
+    return render_results(results, args.json)
+
+
+def cmd_search(svc: Services, args: argparse.Namespace) -> int:
+    sys.stdout.write(search_text(svc, args, Path.cwd()))
     return EXIT_OK
 
 
 def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
-    target: str | int = int(args.image[1:]) if args.image.startswith("#") and args.image[1:].isdigit() else args.image
-    results = svc.search.similar(target, k=args.k, folders=args.folder, tags=args.tag, without_tags=args.without_tag)
-    _print_results(results, args.json)
+    sys.stdout.write(similar_text(svc, args, Path.cwd()))
     return EXIT_OK
 
 
-def cmd_status(svc: Services, args: argparse.Namespace) -> int:
+def status_data(svc: Services) -> dict[str, Any]:
+    """The library's state, as ``glimpse status --json`` prints it."""
     store = svc.store
-    counts = store.status_counts()
     models: list[dict[str, Any]] = []
     for rec in store.models():
         assert rec.id is not None
@@ -359,51 +387,58 @@ def cmd_status(svc: Services, args: argparse.Namespace) -> int:
                 "index_generation": state.generation,
             }
         )
-    failures = [{"path": f.path, "error": f.error} for f in store.failures(limit=50)]
     tag_counts = svc.tags.counts()
     enabled = svc.tags.tags(include_disabled=False)
-    tags_summary = {
-        "vocabulary": len(enabled),
-        "in_use": sum(1 for t in enabled if tag_counts.get(t.id)),
-        "assigned": sum(tag_counts.values()),
-    }
     switch = svc.switch.state()
     active = switch.active or svc.choice
-    data: dict[str, Any] = {
+    return {
         "model": {"name": active.name, "weights": active.weights, "key": active.key},
+        "runtime": describe_runtime(svc.paths.models_dir, svc.model, active.key, svc.settings.runtime),
         "switch": None
         if switch.target is None
         else {"to": switch.target.name, "weights": switch.target.weights, "done": switch.done, "total": switch.total},
-        "tags": tags_summary,
+        "tags": {
+            "vocabulary": len(enabled),
+            "in_use": sum(1 for t in enabled if tag_counts.get(t.id)),
+            "assigned": sum(tag_counts.values()),
+        },
         "library": str(svc.paths.data_dir),
         "folders": [f.path for f in store.folders()],
-        "images": counts,
+        "images": store.status_counts(),
         "models": models,
-        "failures": failures,
+        "failures": [{"path": f.path, "error": f.error} for f in store.failures(limit=50)],
     }
+
+
+def status_text(svc: Services, args: argparse.Namespace) -> str:
+    data = status_data(svc)
     if args.json:
-        _print_json(data)
-        return EXIT_OK
-    print(f"Library: {data['library']}")
-    print(f"Model in use: {active.display}")
-    if switch.target is not None:
-        print(
-            f"Switching to {switch.target.display}: {switch.done} of {switch.total} photos embedded "
-            "(search uses the current model until it is done; `glimpse watch` or `glimpse index` go on with it)"
+        return _json_text(data)
+    active = ModelChoice(data["model"]["name"], data["model"]["weights"])
+    lines = [f"Library: {data['library']}", f"Model in use: {active.display}", f"Runs on: {data['runtime']}"]
+    if data["switch"] is not None:
+        sw = data["switch"]
+        lines.append(
+            f"Switching to {ModelChoice(sw['to'], sw['weights']).display}: {sw['done']} of {sw['total']} photos "
+            "embedded (search uses the current model until it is done; `glimpse watch` or `glimpse index` go on "
+            "with it)"
         )
-    print(f"Folders: {len(data['folders'])}")
-    for f in data["folders"]:
-        print(f"  {f}")
-    print("Photos: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    for m in models:
+    lines.append(f"Folders: {len(data['folders'])}")
+    lines += [f"  {f}" for f in data["folders"]]
+    lines.append("Photos: " + ", ".join(f"{v} {k}" for k, v in data["images"].items()))
+    for m in data["models"]:
         regions = f", {m['regions']} region vectors" if m["regions"] else ""
-        print(f"Model {m['key']}: {m['vectors']} vectors{regions}, index {m['index']}")
-    t = tags_summary
-    print(f"Tags: {t['in_use']} of {t['vocabulary']} in use, {t['assigned']} on photos (glimpse tags list)")
-    if failures:
-        print("Unreadable photos:")
-        for f in failures:
-            print(f"  {f['path']}: {f['error']}")
+        lines.append(f"Model {m['key']}: {m['vectors']} vectors{regions}, index {m['index']}")
+    t = data["tags"]
+    lines.append(f"Tags: {t['in_use']} of {t['vocabulary']} in use, {t['assigned']} on photos (glimpse tags list)")
+    if data["failures"]:
+        lines.append("Unreadable photos:")
+        lines += [f"  {f['path']}: {f['error']}" for f in data["failures"]]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_status(svc: Services, args: argparse.Namespace) -> int:
+    sys.stdout.write(status_text(svc, args))
     return EXIT_OK
 
 
@@ -524,7 +559,7 @@ def _setup_logging(verbose: int) -> None:
 
 def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
     """Run the library service in the foreground with a one-line live status."""
-    from indexer.live.service import ServiceStatus
+    from indexer.live.service import ServiceStatus, tagging_message
 
     for path in args.paths:
         svc.library.add_folder(path)
@@ -543,6 +578,8 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
         if p is not None and status.state == "indexing":
             eta = f", {p.eta_s:.0f} s left" if p.eta_s is not None else ""
             line += f": {p.done}/{p.total} photos, {p.rate:.1f}/s{eta}, {p.failed} failed"
+        elif p is not None and status.state == "tagging":
+            line = tagging_message(p) + " (photos are searchable)"
         line += f" | {status.applied_events} changes applied"
         if tty:
             print("\r" + line.ljust(78), end="", file=sys.stderr, flush=True)
@@ -551,6 +588,10 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
             print(status.state, file=sys.stderr, flush=True)
 
     svc.library.start(on_status=show)
+    from indexer.cli.warm import WarmServer
+
+    warm = WarmServer(svc)  # `glimpse search` from another shell is answered here, warm
+    warm.start()
     try:
         while True:
             idle = svc.library.wait_idle(timeout=1.0)
@@ -561,6 +602,7 @@ def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:
+        warm.close()
         svc.library.stop()
     counts = svc.store.status_counts()
     if args.json:

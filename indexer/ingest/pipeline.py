@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    phase: str  # "loading" | "scanning" | "indexing" | "done"
+    phase: str  # "loading" | "scanning" | "indexing" | "tagging" (done/total: prompts) | "done"
     done: int = 0
     total: int = 0
     failed: int = 0
@@ -211,9 +211,15 @@ class DecodePool:
 class BatchTagger(Protocol):
     """What the pipeline needs from tagging (``indexer.tags.Tagger``): ingest does not import tags."""
 
-    def prepare(self) -> Any: ...
+    def prepare_if_ready(self) -> Any: ...
 
     def assign(self, ids: np.ndarray, vectors: np.ndarray, prepared: Any) -> list[Assignment]: ...
+
+    def embed_stale_prompts(self) -> Generator[tuple[int, int], None, None]: ...
+
+    def is_current(self) -> bool: ...
+
+    def retag(self) -> Any: ...
 
 
 class IndexingPipeline:
@@ -222,6 +228,11 @@ class IndexingPipeline:
     Collaborators come in through the constructor: ``tagger`` (optional) gives each
     committed batch its automatic tags, computed from the new vectors inside the
     batch's own writer command (its tag model is prepared before, off the writer).
+
+    Tags never hold photos back: a batch is tagged in its commit only when the tag
+    model is ready. Otherwise (a new library: ~2,000 prompts to embed) photos are
+    committed untagged and searchable at once, and the "tagging" phase after the last
+    batch embeds the prompts in chunks, with progress, and then tags every photo.
     """
 
     def __init__(
@@ -238,6 +249,7 @@ class IndexingPipeline:
         self.config = config or PipelineConfig()
         self.scanner = Scanner(store)
         self.tagger = tagger
+        self._untagged = False  # a batch was committed without tags (the tag model was not ready)
 
     @property
     def embedder(self) -> Embedder:
@@ -263,7 +275,7 @@ class IndexingPipeline:
         yield Progress("scanning")
         report.scan = self.scanner.scan(list(roots))
         vectors.remove(report.scan.stale_ids)
-        yield from self.index_pending([str(r) for r in roots], control, report)
+        yield from self.index_pending([str(r) for r in roots], control, report, check_tags=True)
         report.seconds = time.monotonic() - started
         return report
 
@@ -273,11 +285,14 @@ class IndexingPipeline:
         control: Control | None = None,
         report: IndexReport | None = None,
         background: bool = False,
+        check_tags: bool = False,
     ) -> Generator[Progress, None, IndexReport]:
         """Embed every photo under ``under`` (everything if None) that has no vector yet.
 
         ``background`` lowers the decode workers' priority, so a library that indexes
-        itself while the user works keeps the machine responsive.
+        itself while the user works keeps the machine responsive. Tags follow the photos
+        (see the class doc); ``check_tags`` also brings stale tags up to date (a run
+        killed in its tagging phase, a vocabulary changed while no one was watching).
         """
         control = control or Control()
         report = report if report is not None else IndexReport()
@@ -295,6 +310,8 @@ class IndexingPipeline:
             yield from self._embed_all(pending, vectors, control, report, config)
         finally:
             vectors.save()
+        if not control.cancelled:
+            yield from self._tag_phase(check_tags)
         report.seconds += time.monotonic() - started
         yield Progress("done", report.indexed, len(pending), report.failed, rate=report.rate)
         return report
@@ -309,6 +326,9 @@ class IndexingPipeline:
     ) -> Generator[Progress, None, None]:
         if not pending:
             return
+        plan = getattr(self.embedder, "plan_images", None)
+        if plan is not None:  # the engine may pick a faster runtime for a large job
+            plan(len(pending))
         keys = self._thumb_keys([i for i, _ in pending])
         jobs = [DecodeJob(i, p, keys.get(i), cfg.regions) for i, p in pending]
         total = len(jobs)
@@ -375,14 +395,31 @@ class IndexingPipeline:
         return vecs, region_vecs
 
     def _prepare_tags(self) -> object | None:
-        """The tagger's model, built off the writer; a broken vocabulary must not stop indexing."""
+        """The tagger's model if it is ready (never embeds prompts); a broken vocabulary must not stop indexing."""
         if self.tagger is None:
             return None
         try:
-            return self.tagger.prepare()
+            prepared = self.tagger.prepare_if_ready()
         except GlimpseError as exc:
             log.warning("photos indexed without tags: %s", exc)
             return None
+        if prepared is None:
+            self._untagged = True
+        return prepared
+
+    def _tag_phase(self, check: bool) -> Generator[Progress, None, None]:
+        """After the photos: embed missing prompts (with progress) and tag every photo."""
+        if self.tagger is None or not (
+            self._untagged or (check and len(self.vectors()) and not self.tagger.is_current())
+        ):
+            return
+        try:
+            for done, total in self.tagger.embed_stale_prompts():
+                yield Progress("tagging", done, total)
+            self.tagger.retag()
+            self._untagged = False
+        except GlimpseError as exc:
+            log.warning("photos indexed without tags: %s", exc)
 
     def _thumb_keys(self, ids: list[int]) -> dict[int, str]:
         recs = self.store.images(ids)

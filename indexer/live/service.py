@@ -41,9 +41,14 @@ from store.vectors import claim_index_dir
 log = logging.getLogger(__name__)
 
 
+def tagging_message(progress: Progress) -> str:
+    """What the tagging phase says in the CLI and the app."""
+    return f"preparing tags: {progress.done:,} of {progress.total:,} prompts"
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
-    state: str  # "stopped" | "starting" | "scanning" | "indexing" | "switching" | "idle" | "paused"
+    state: str  # "stopped" | "starting" | "scanning" | "indexing" | "tagging" | "switching" | "idle" | "paused"
     progress: Progress | None = None
     queued_events: int = 0
     applied_events: int = 0
@@ -182,7 +187,7 @@ class LibraryService:
             self._publish(state="starting")
             vectors = self.pipeline.vectors()  # opens (or rebuilds) the vector index
             claim_index_dir(self.store, vectors.index_dir)  # the service writes: it owns the library
-            self._retag_if_stale()
+            self._seed_vocabulary()
             roots = [f.path for f in self.store.folders() if f.enabled]
             for root in roots:
                 if Path(root).is_dir():
@@ -249,18 +254,14 @@ class LibraryService:
         else:
             self._switch_retry = time.monotonic() + 2.0  # photos arrived meanwhile: another pass soon
 
-    def _retag_if_stale(self) -> None:
-        """Bring automatic tags up to date if the vocabulary or model changed while we were away."""
+    def _seed_vocabulary(self) -> None:
+        """Merge the vocabulary's tags in; the first indexing pass then brings tags up to date after the photos."""
         if self.tagger is None:
             return
         try:
             self.tagger.seed_vocabulary()
-            report = self.tagger.retag_if_stale()
         except GlimpseError as exc:  # tags are an extra: a bad vocabulary must not stop the library
             self._publish(message=f"Tags not updated: {exc.message}")
-            return
-        if report is not None:
-            log.info("re-tagged %d photos (vocabulary or model changed)", report.photos)
 
     def _watch(self, root: str) -> None:
         mode = self._watcher.watch(root)
@@ -278,7 +279,7 @@ class LibraryService:
         self._publish(state="scanning")
         report = self.pipeline.scanner.scan([Path(r) for r in roots])
         self._after_scan(report)
-        self._index()
+        self._index(check_tags=True)
 
     def _after_scan(self, report: ScanReport) -> None:
         self.pipeline.vectors().remove(report.stale_ids)
@@ -287,10 +288,12 @@ class LibraryService:
         if report.offline_roots:
             self._publish(message="Not available (kept, not deleted): " + ", ".join(report.offline_roots))
 
-    def _index(self) -> None:
-        for progress in self.pipeline.index_pending(None, self._control, background=True):
+    def _index(self, check_tags: bool = False) -> None:
+        for progress in self.pipeline.index_pending(None, self._control, background=True, check_tags=check_tags):
             if progress.phase == "indexing":
                 self._publish(state="indexing", progress=progress)
+            elif progress.phase == "tagging":
+                self._publish(state="tagging", progress=progress)
             if self._stop.is_set():
                 self._control.cancel()
 

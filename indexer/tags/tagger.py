@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,23 +147,43 @@ class Tagger:
 
     def model(self, space: EmbeddingSpace | None = None) -> TagModel:
         """The tag model for ``space`` (the active one by default), recomputing stale tag vectors."""
-        return self._build(space or self.slot.space).model
+        return self._built_model(space or self.slot.space).model
 
-    def _build(self, space: EmbeddingSpace) -> _Built:
+    def _built_model(self, space: EmbeddingSpace) -> _Built:
+        built = self._build(space)
+        assert built is not None  # embed_prompts=True always builds
+        return built
+
+    def _state(self, space: EmbeddingSpace) -> tuple[list[TagRecord], dict[int, str], str]:
+        """The automatic tags, what each one's vector must be made from, and the state key (no model)."""
+        tags = [t for t in self.tags.tags(include_disabled=False) if t.kind != "manual"]
+        wanted = {t.id: self._wanted(t) for t in tags}
+        return tags, wanted, self._state_key(space.key, tags, wanted)
+
+    def _stale_prompts(
+        self, space: EmbeddingSpace, tags: Sequence[TagRecord], wanted: dict[int, str]
+    ) -> list[TagRecord]:
+        stored = self.tags.vectors(space.vectors().model_id)
+        return [
+            t for t in tags if t.kind == "prompts" and (t.id not in stored or stored[t.id].fingerprint != wanted[t.id])
+        ]
+
+    def _build(self, space: EmbeddingSpace, embed_prompts: bool = True) -> _Built | None:
         """Only tags whose prompts, templates or examples changed are embedded again.
 
+        ``embed_prompts=False`` returns None instead of embedding prompts, for callers
+        that must not wait for the text encoder (an indexing batch).
         Serialised: the pipeline's first batch and a GUI edit may ask at the same time.
         """
         with self._lock:
             self.texts_embedded = 0
             vectors = space.vectors()
-            model_key = space.key
-            tags = [t for t in self.tags.tags(include_disabled=False) if t.kind != "manual"]
-            wanted = {t.id: self._wanted(t) for t in tags}
-            key = self._state_key(model_key, tags, wanted)
+            tags, wanted, key = self._state(space)
             built = self._built.get(vectors.model_id)
             if built is not None and built.key == key:
                 return built
+            if not embed_prompts and self._stale_prompts(space, tags, wanted):
+                return None
             stored = self._tag_vectors(space, tags, wanted)
             model = self._assemble(space, [t for t in tags if t.id in stored], stored)
             built = _Built(key, model, vectors.model_id)
@@ -175,9 +195,7 @@ class Tagger:
     ) -> dict[int, TagVectorRecord]:
         vectors = space.vectors()
         stored = self.tags.vectors(vectors.model_id)
-        stale = [
-            t for t in tags if t.kind == "prompts" and (t.id not in stored or stored[t.id].fingerprint != wanted[t.id])
-        ]
+        stale = self._stale_prompts(space, tags, wanted)
         if stale:
             fresh = self._embed_prompts(space, stale)
             self.tags.save_vectors(vectors.model_id, fresh)
@@ -259,7 +277,38 @@ class Tagger:
 
     def prepare(self) -> _Built:
         """Build (if stale) the tag model for the active space, off the writer: it may embed prompts."""
-        return self._build(self.slot.space)
+        return self._built_model(self.slot.space)
+
+    def prepare_if_ready(self) -> _Built | None:
+        """The tag model if every prompt is already embedded, else None (nothing is embedded here).
+
+        Indexing commits photos with tags only when this is ready, so photos become
+        searchable first and prompts are embedded afterwards (:meth:`embed_stale_prompts`).
+        """
+        return self._build(self.slot.space, embed_prompts=False)
+
+    def embed_stale_prompts(self, chunk: int = 256) -> Generator[tuple[int, int], None, None]:
+        """Embed the prompts whose tag vectors are missing or stale, in chunks; yields (done, total) prompts.
+
+        Each chunk's tag vectors are saved as it finishes, so an interrupted run resumes
+        where it stopped. No lock is held between chunks: a vocabulary edit meanwhile is
+        caught by the fingerprints the next build compares.
+        """
+        space = self.slot.space
+        with self._lock:
+            tags, wanted, _key = self._state(space)
+            stale = self._stale_prompts(space, tags, wanted)
+        total = sum(len(self._prompt_texts(t)) for t in stale)
+        done = 0
+        group: list[TagRecord] = []
+        for i, tag in enumerate(stale):
+            group.append(tag)
+            size = sum(len(self._prompt_texts(t)) for t in group)
+            if size >= chunk or i == len(stale) - 1:
+                self.tags.save_vectors(space.vectors().model_id, self._embed_prompts(space, group))
+                done += size
+                group = []
+                yield done, total
 
     def assign(self, ids: np.ndarray, vectors: np.ndarray, prepared: _Built | None = None) -> list[Assignment]:
         """Automatic tags for freshly embedded photos; runs inside the batch's writer command.
@@ -273,13 +322,18 @@ class Tagger:
         if prepared is not None and (installed is None or installed.model_id != prepared.model_id):
             installed = self._installed = prepared
         if installed is None:
-            installed = self._build(self.slot.space)  # called outside the writer (tests, scripts)
+            installed = self._built_model(self.slot.space)  # called outside the writer (tests, scripts)
         return installed.model.assign(ids, vectors)
 
     def is_current(self) -> bool:
-        """Whether the stored automatic tags were computed with today's vocabulary and model."""
-        built = self._build(self.slot.space)
-        return self.store.get_meta(self._meta_key(self.slot.space)) == built.key
+        """Whether the stored automatic tags were computed with today's vocabulary and model.
+
+        Reads only: the state key comes from the tags' inputs, so no model loads to tell.
+        """
+        space = self.slot.space
+        with self._lock:
+            _tags, _wanted, key = self._state(space)
+        return self.store.get_meta(self._meta_key(space)) == key
 
     @staticmethod
     def _meta_key(space: EmbeddingSpace) -> str:
@@ -294,7 +348,7 @@ class Tagger:
         """
         started = time.perf_counter()
         space = space or self.slot.space
-        built = self._build(space)
+        built = self._built_model(space)
         texts = self.texts_embedded
         counts = {"photos": 0, "written": 0}
 
@@ -327,9 +381,3 @@ class Tagger:
         )
         log.info("re-tagged %d photos with %d tags in %.2f s", report.photos, report.tags, report.seconds)
         return report
-
-    def retag_if_stale(self) -> RetagReport | None:
-        """Re-tag when the vocabulary or model changed since the last re-tag (e.g. a kill mid-edit)."""
-        if len(self.slot.vectors()) == 0 or self.is_current():
-            return None
-        return self.retag()

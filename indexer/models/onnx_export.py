@@ -1,0 +1,210 @@
+"""Export an open_clip model's towers to ONNX, once per model, and prove the export right.
+
+Runs through torch (the only place besides GPUs and the fallback that needs it).
+An export is written into a temporary folder and renamed into place, so a crash
+or a second process exporting the same model at once never leaves a half export
+that looks complete; the manifest is the last file written. Before the rename,
+the export must reproduce torch: the same token ids from the torch-free
+tokenizer on probe strings, and cosine >= 0.999 on probe texts and images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.errors import GlimpseError
+from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.onnx_runtime import FORMAT, TOKENIZER, ExportManifest, OnnxEmbedder
+
+log = logging.getLogger(__name__)
+
+MIN_COSINE = 0.999
+OPSET = 17
+# Strings that exercise the tokenizer's edge cases: case, punctuation, contractions, digits,
+# HTML entities, mojibake, non-Latin scripts, emoji, and a query longer than the context.
+PROBE_TEXTS = [
+    "a photo of a dog",
+    "Dog on a BEACH at sunset!!",
+    "it's the kids' 3rd birthday, 2019",
+    "caf\u00e9 &amp; cr\u00e8me br\u00fbl\u00e9e",
+    "\u00c3\u00a9t\u00c3\u00a9 mojibake",
+    "\u6771\u4eac\u306e\u591c\u666f",
+    "snow \U0001f3d4 mountains",
+    "under_score  and   spaces\tand\nnew lines",
+    " ".join(["a very long query about many red and blue things"] * 12),
+    "",
+]
+
+
+class ExportError(GlimpseError):
+    """An export could not be made or did not reproduce torch; the model runs on torch instead."""
+
+    title = "Model export failed"
+
+
+def _tokenizer_kind(tokenizer: Any) -> str | None:
+    """The torch-free tokenizer's cleaning mode that matches open_clip's tokenizer, or None."""
+    from open_clip import tokenizer as oc
+
+    if not isinstance(tokenizer, oc.SimpleTokenizer) or tokenizer.reduction_fn is not None:
+        return None
+    if len(tokenizer.all_special_ids) != 2:
+        return None
+    cleaners = {oc._clean_lower: "lower", oc._clean_whitespace: "whitespace", oc._clean_canonicalize: "canonicalize"}
+    return cleaners.get(tokenizer.clean_fn)
+
+
+def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[Any, Any]:
+    import torch
+    import torch.nn.functional as F
+
+    class ImageTower(torch.nn.Module):
+        """uint8 NHWC pixels in, unit vectors out: the normalisation runs inside the graph."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.mean: torch.Tensor
+            self.std: torch.Tensor
+            self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
+            self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
+            return F.normalize(self.model.encode_image(x), dim=-1)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.model.encode_text(tokens), dim=-1)
+
+    return ImageTower().eval(), TextTower().eval()
+
+
+def _export_one(module: Any, example: Any, path: Path, input_name: str) -> None:
+    """The TorchScript exporter (fast, one file, what rclip and Immich ship); the dynamo one if it is gone."""
+    import torch
+
+    common: dict[str, Any] = {"input_names": [input_name], "output_names": ["embedding"], "opset_version": OPSET}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                **common,
+            )
+            return
+        except Exception as exc:  # the legacy exporter may be missing from a newer torch
+            log.info("TorchScript ONNX export failed (%s); trying the dynamo exporter", exc)
+        from torch.export import Dim
+
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: Dim("batch", min=1, max=4096)},),
+            **common,
+        )
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
+
+
+def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
+    """Export ``embedder``'s towers into ``folder`` (fp32, CPU) and return the checked manifest."""
+    import open_clip
+    import torch
+
+    embedder.load()
+    if embedder.device != "cpu" or embedder.precision != "fp32":
+        raise ExportError("exports are made from the fp32 model on the CPU")
+    started = time.perf_counter()
+    record, spec = embedder.record, embedder.preprocess
+    model, tokenizer = embedder.torch_model, embedder.tokenizer
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        clean = _tokenizer_kind(tokenizer)
+        context = int(getattr(tokenizer, "context_length", None) or 77)
+        text_file: str | None = None
+        if clean is not None:
+            from indexer.models.tokenizer import ClipTokenizer
+
+            ours = ClipTokenizer.from_bpe(Path(open_clip.tokenizer.default_bpe()), context, clean)
+            if np.array_equal(ours(PROBE_TEXTS), tokenizer(PROBE_TEXTS).numpy()):
+                ours.save(tmp / TOKENIZER)
+                text_file = "text.onnx"
+            else:
+                log.warning(
+                    "the torch-free tokenizer differs from open_clip's for %s; text stays on torch", record.name
+                )
+        image_tower, text_tower = _towers(model, spec.mean, spec.std)
+        size = spec.size
+        with torch.inference_mode(False), torch.no_grad():
+            _export_one(image_tower, torch.zeros(2, size, size, 3, dtype=torch.uint8), tmp / "image.onnx", "pixels")
+            if text_file is not None:
+                _export_one(text_tower, tokenizer(["a photo", "two words"]), tmp / text_file, "tokens")
+        manifest = ExportManifest(
+            format=FORMAT,
+            key=record.key,
+            name=record.name,
+            dim=record.dim,
+            preprocess=asdict(spec),
+            pretrained=record.pretrained,
+            weights_id=record.weights_id,
+            logit_scale=float(embedder.logit_scale),
+            context_length=context,
+            text_clean=clean or "",
+            text=text_file,
+            image="image.onnx",
+            exported_with={"torch": torch.__version__, "open_clip": open_clip.__version__},
+        )
+        _verify(embedder, OnnxEmbedder(tmp, manifest, threads=None), size)
+        manifest.save(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if ExportManifest.read(folder) is None:  # not another process's complete export: ours goes in
+                shutil.rmtree(folder, ignore_errors=True)
+                tmp.rename(folder)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported %s to ONNX in %.1f s (%s)", record.name, time.perf_counter() - started, folder)
+    return ExportManifest.read(folder) or manifest
+
+
+def _verify(torch_embedder: OpenClipEmbedder, onnx: OnnxEmbedder, size: int) -> None:
+    """The export must give torch's answers; a mismatch is an error, never a silently worse search."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    worst = float(_cosines(torch_embedder.embed_images(pixels), onnx.embed_images(pixels)).min())
+    if onnx.has_text:
+        texts = [t for t in PROBE_TEXTS if t]
+        worst = min(worst, float(_cosines(torch_embedder.embed_texts(texts), onnx.embed_texts(texts)).min()))
+    if worst < MIN_COSINE:
+        raise ExportError(f"the ONNX export differs from torch (cosine {worst:.5f} < {MIN_COSINE})")
+    log.debug("ONNX export verified: worst cosine %.6f", worst)
