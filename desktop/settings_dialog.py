@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 
 from indexer.composition import Settings
 from indexer.live.switch import SwitchState
+from indexer.models.measured import measured_rate
 from indexer.models.presets import PRESETS
 from indexer.models.space import ModelChoice
 from indexer.segment.sam import SEGMENTERS
@@ -106,12 +107,18 @@ class SettingsDialog(QDialog):
             self.cost.setText("")
             self.adjustSize()
             return
-        # A new embedding space: every photo is embedded again, in the background.
-        minutes = self._photos / 20 / 60  # an estimate: ~20 photos/s end to end on a 2-core laptop CPU
+        # A new embedding space: every photo is embedded again, in the background. The time is
+        # only estimated from a speed measured on this machine; never from a figure taken elsewhere.
+        measured = measured_rate(self.paths.models_dir, chosen)
+        if measured is not None:
+            minutes = self._photos / measured[0] / 60
+            how_long = f"about {max(1, round(minutes))} min here at the {measured[0]:.0f} photos/s measured before"
+        else:
+            how_long = "its speed on this machine is not measured yet"
         self.cost.setText(
-            f"Switching embeds all {self._photos} photos again with {chosen} (roughly "
-            f"{max(1, round(minutes))} min on a laptop CPU; the first use downloads its weights). "
-            "It runs in the background and search keeps working with the current model until it is done."
+            f"Switching embeds all {self._photos} photos again with {chosen} ({how_long}; the first use "
+            "downloads its weights). It runs in the background and search keeps working with the current "
+            "model until it is done."
         )
         self.adjustSize()  # the explanation wraps onto several lines: make room for it
 

@@ -23,12 +23,14 @@ import json
 import logging
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from indexer.errors import SettingsError
 from indexer.models.embedder import Embedder, OpenClipEmbedder, _cpu_flags, space_key, spec_weights_id
+from indexer.models.measured import SpeedMeter
 from indexer.models.onnx_runtime import FAILED, ExportManifest, OnnxEmbedder, export_dir, onnxruntime_available
 from indexer.models.preprocess import PreprocessSpec
 from indexer.models.presets import ModelSpec
@@ -82,6 +84,7 @@ class ModelEngine:
         self._opened = False
         self._images_on_torch = False
         self.fallback_reason: str | None = None
+        self._meter = SpeedMeter(models_dir, spec.name)
 
     # ---- choosing ---------------------------------------------------------------------
 
@@ -218,7 +221,12 @@ class ModelEngine:
         return self._torch_embedder()
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
-        return self._image_model().embed_images(pixels)
+        model = self._image_model()
+        started = time.perf_counter()
+        out = model.embed_images(pixels)
+        runtime = "torch" if model is self._torch else "onnxruntime"
+        self._meter.add(runtime, str(getattr(model, "precision", "fp32")), len(pixels), time.perf_counter() - started)
+        return out
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self._text_model().embed_texts(texts)

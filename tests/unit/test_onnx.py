@@ -102,9 +102,7 @@ def test_the_engine_exports_once_then_runs_without_torch(tmp_path: Path) -> None
     assert np.allclose(np.load(tmp_path / "v.npy"), vector, atol=1e-6)
 
 
-def test_a_failed_export_falls_back_to_torch_and_is_remembered(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_export_falls_back_to_torch_and_is_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import indexer.models.onnx_export as onnx_export
 
     calls = []

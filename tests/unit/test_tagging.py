@@ -272,3 +272,48 @@ def test_a_batch_committed_during_a_retag_keeps_its_tags(
     lib.tagger.retag()  # what a fresh re-tag gives is what they already carry
     again = lib.tags.tags_of(new_ids)
     assert {i: {t.name for t in after[i]} for i in new_ids} == {i: {t.name for t in again[i]} for i in new_ids}
+
+
+def test_photos_are_searchable_before_prompts_are_embedded(
+    paths: AppPaths, toy_embedder: OpenClipEmbedder, tmp_path: Path
+) -> None:
+    """A new library: every batch lands untagged and searchable; prompts and tags come after, with progress."""
+    store = LibraryStore.open(paths.database)
+    tags = TagStore(store.db)
+    slot = single_space(store, toy_embedder, paths.index_dir)
+    tagger = Tagger(tags, store, slot, TOYWORLD_VOCABULARY)
+    tagger.seed_vocabulary()
+    pipeline = IndexingPipeline(store, slot, None, PipelineConfig(batch_size=8, decode_workers=2), tagger)
+    for n, spec in enumerate(all_specs()):
+        write_photo(tmp_path / "photos" / f"{spec.colour}-{spec.shape}.jpg", spec, seed=n)
+    search = SearchService(store, slot, tags)
+    seen: list[tuple[str, int, int]] = []
+    searchable_before_tags = False
+    try:
+        for progress in pipeline.run([tmp_path / "photos"]):
+            seen.append((progress.phase, progress.done, progress.total))
+            if progress.phase == "indexing" and not searchable_before_tags:
+                model_id = slot.vectors().model_id
+                assert not tags.vectors(model_id), "no prompt may be embedded before the first batch is saved"
+                searchable_before_tags = bool(search.search("a red circle", k=3))
+        phases = [p for p, _, _ in seen]
+        tagging = [(done, total) for p, done, total in seen if p == "tagging"]
+        assert searchable_before_tags
+        assert phases.index("tagging") > max(i for i, p in enumerate(phases) if p == "indexing")
+        prompts = sum(len(tagger._prompt_texts(t)) for t in tags.tags() if t.kind == "prompts")
+        assert tagging[-1] == (prompts, prompts) and [d for d, _ in tagging] == sorted(d for d, _ in tagging)
+        assert tagger.is_current() and sum(tags.counts().values()) >= len(all_specs())
+        # A second run has nothing to tag: the model is ready, so no tagging phase at all.
+        assert "tagging" not in [p.phase for p in pipeline.run([tmp_path / "photos"])]
+    finally:
+        store.close()
+
+
+def test_an_interrupted_tagging_phase_resumes(lib: Lib) -> None:
+    """Tags made stale (a kill before the re-tag) are brought up to date by the next index run."""
+    lib.store.set_meta(lib.tagger._meta_key(lib.pipeline.slot.space), "stale")
+    assert not lib.tagger.is_current()
+    root = Path(lib.store.folders()[0].path)
+    for _ in lib.pipeline.run([root]):
+        pass
+    assert lib.tagger.is_current()
