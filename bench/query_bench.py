@@ -1,6 +1,12 @@
-"""Query latency: text encoder + vector search at 10k, 100k and 1M photos.
+"""Query latency: text encoder + vector search at 10k, 100k and 1M photos; a search's memory at each size.
 
     python bench/query_bench.py [--sizes 10000 100000 1000000] [--model ViT-B-32-256]
+
+The text encoder is timed on each runtime the product has on this CPU: ONNX Runtime
+(fp32, what a CPU query runs on) and torch in fp32 and bf16, reported separately with
+the CPU's flags. Memory: the index is saved as a library saves it, and a fresh process
+loads it the way a search does and embeds one query; its peak RSS is compared with
+the vectors' size plus the text tower's.
 
 Vectors are synthetic (d=512, normalised, clustered around a few hundred centres so they
 look more like embeddings than uniform noise); the exact index's speed does not depend on
@@ -15,14 +21,30 @@ import argparse
 import json
 import logging
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
-from index_bench import random_weights  # bench/ is on sys.path when run as a script
+from index_bench import OUT, random_weights  # bench/ is on sys.path when run as a script
+from peer_bench import cpu_flags
 
 from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.engine import ModelEngine
 from indexer.models.presets import resolve_model
 from store.vectors import VectorIndex
+
+_LOAD_AND_QUERY = """
+import resource, sys, numpy as np
+from pathlib import Path
+from indexer.models.engine import ModelEngine
+from indexer.models.presets import resolve_model
+from store.vectors import VectorIndex
+index = VectorIndex.load(Path(sys.argv[1]), int(sys.argv[2]))
+engine = ModelEngine(resolve_model(sys.argv[3], sys.argv[4]), Path(sys.argv[5]))
+index.search(engine.embed_texts(["a dog on a beach at sunset"])[0], 50)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
 
 log = logging.getLogger("bench")
 
@@ -52,17 +74,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--model", default="ViT-B-32-256")
-    parser.add_argument("--precision", default="auto")
     parser.add_argument("-k", type=int, default=50)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    embedder = OpenClipEmbedder(
-        resolve_model(args.model, str(random_weights(args.model))), device="cpu", precision=args.precision
-    )
-    embedder.load()
-    text_ms = median_ms(lambda: embedder.embed_texts(["a dog on a beach at sunset"]), 20)
-    dim = embedder.dim
+    weights = str(random_weights(args.model))
+    models_dir = OUT / "query-models"
+    engine = ModelEngine(resolve_model(args.model, weights), models_dir)  # exports once, then ONNX Runtime
+    query = ["a dog on a beach at sunset"]
+    text_ms = median_ms(lambda: engine.embed_texts(query), 30)
+    torch_ms = {}
+    for precision in ("fp32", "bf16"):
+        embedder = OpenClipEmbedder(resolve_model(args.model, weights), device="cpu", precision=precision)
+        torch_ms[precision] = round(median_ms(lambda e=embedder: e.embed_texts(query), 20), 1)
+    dim = engine.dim
+    text_tower_mb = (engine.export_folder / "text.onnx").stat().st_size / 2**20
     rng = np.random.default_rng(0)
     rows = []
     for n in args.sizes:
@@ -73,12 +99,26 @@ def main() -> None:
         search_ms = median_ms(lambda q=queries, i=it, ix=index: ix.search(q[next(i) % 20], args.k), 20)
         allowed = np.arange(0, n, 10, dtype=np.int64)
         filtered_ms = median_ms(lambda q=queries, a=allowed, ix=index: ix.search(q[0], args.k, a), 5)
+        file = OUT / f"query-index-{n}.faiss"
+        index.save(file, 1)
+        del index
+        peak = float(
+            subprocess.run(
+                [sys.executable, "-c", _LOAD_AND_QUERY, str(file), str(dim), args.model, weights, str(models_dir)],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()[-1]
+        )  # fmt: skip
+        vectors_mb = n * dim * 4 / 2**20
+        file.unlink()
         rows.append(
             {
                 "vectors": n,
                 "search_ms": round(search_ms, 2),
                 "search_in_folder_10pct_ms": round(filtered_ms, 2),
                 "text_plus_search_ms": round(text_ms + search_ms, 1),
+                "search_process_peak_rss_mb": round(peak),
+                "vectors_plus_text_tower_mb": round(vectors_mb + text_tower_mb),
+                "rss_ratio": round(peak / (vectors_mb + text_tower_mb), 2),
             }
         )
         log.info("%s", rows[-1])
@@ -86,8 +126,9 @@ def main() -> None:
         json.dumps(
             {
                 "model": args.model,
-                "precision": embedder.precision,
-                "text_encoder_ms": round(text_ms, 1),
+                "cpu_flags": cpu_flags(),
+                "text_encoder_ms": {"onnxruntime fp32": round(text_ms, 1)}
+                | {f"torch {k}": v for k, v in torch_ms.items()},
                 "k": args.k,
                 "results": rows,
             },

@@ -55,6 +55,7 @@ class ExportManifest:
     context_length: int
     text_clean: str
     text: str | None  # file of the text tower, None where the tokenizer has no torch-free twin
+    text_trim: bool  # the text tower runs on the batch's real token count, not the whole context
     image: str
     exported_with: dict[str, str]
 
@@ -95,11 +96,10 @@ def export_dir(models_dir: Path, key: str, name: str) -> Path:
 
 
 def onnxruntime_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Installed, found without importing it (``glimpse status`` must not pay for the import)."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 class OnnxEmbedder:
@@ -194,5 +194,9 @@ class OnnxEmbedder:
             return np.empty((0, self.dim), np.float32)
         session = self._session("text")
         self.text_calls += 1
-        (out,) = session.run(None, {"tokens": self.tokenize(list(texts))})
+        tokens = self.tokenize(list(texts))
+        if self.manifest.text_trim:  # up to the batch's last end-of-text token (see onnx_export._trimmable)
+            eot = self._tokenizer.eot
+            tokens = tokens[:, : int((tokens == eot).argmax(axis=1).max()) + 1]
+        (out,) = session.run(None, {"tokens": np.ascontiguousarray(tokens)})
         return np.asarray(out, np.float32)

@@ -141,7 +141,7 @@ def test_switching_model_reembeds_in_the_background_and_swaps(
 
 def test_bad_settings_are_clear_errors(home: dict[str, str], tmp_path: Path) -> None:
     library = Path(home["GLIMPSE_HOME"])
-    library.mkdir(parents=True)
+    library.mkdir(parents=True, exist_ok=True)
     (library / "settings.json").write_text('{"threads": "2"}')
     out = run(["index", str(tmp_path)], dict(home, GLIMPSE_MODEL="toyworld"))
     assert out.returncode == 2 and "threads" in out.stderr and "Traceback" not in out.stderr
