@@ -35,7 +35,7 @@ from indexer.models.presets import resolve_model
 from store.vectors import VectorIndex
 
 _LOAD_AND_QUERY = """
-import resource, sys, numpy as np
+import sys
 from pathlib import Path
 from indexer.models.engine import ModelEngine
 from indexer.models.presets import resolve_model
@@ -43,7 +43,6 @@ from store.vectors import VectorIndex
 index = VectorIndex.load(Path(sys.argv[1]), int(sys.argv[2]))
 engine = ModelEngine(resolve_model(sys.argv[3], sys.argv[4]), Path(sys.argv[5]))
 index.search(engine.embed_texts(["a dog on a beach at sunset"])[0], 50)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 log = logging.getLogger("bench")
@@ -88,7 +87,7 @@ def main() -> None:
         embedder = OpenClipEmbedder(resolve_model(args.model, weights), device="cpu", precision=precision)
         torch_ms[precision] = round(median_ms(lambda e=embedder: e.embed_texts(query), 20), 1)
     dim = engine.dim
-    text_tower_mb = (engine.export_folder / "text.onnx").stat().st_size / 2**20
+    text_tower_mb = sum(f.stat().st_size for f in engine.export_folder.glob("text.onnx*")) / 2**20
     rng = np.random.default_rng(0)
     rows = []
     for n in args.sizes:
@@ -102,12 +101,14 @@ def main() -> None:
         file = OUT / f"query-index-{n}.faiss"
         index.save(file, 1)
         del index
+        # GNU time: the process's own peak (a fork of this big process counts its pages until exec).
         peak = float(
             subprocess.run(
-                [sys.executable, "-c", _LOAD_AND_QUERY, str(file), str(dim), args.model, weights, str(models_dir)],
+                ["/usr/bin/time", "-f", "%M", sys.executable, "-c", _LOAD_AND_QUERY, str(file), str(dim), args.model,
+                 weights, str(models_dir)],
                 capture_output=True, text=True, check=True,
-            ).stdout.split()[-1]
-        )  # fmt: skip
+            ).stderr.split()[-1]
+        ) / 1024  # fmt: skip
         vectors_mb = n * dim * 4 / 2**20
         file.unlink()
         rows.append(

@@ -229,3 +229,14 @@ def test_tags_panel_filter_edit_and_teach(qtbot, window: MainWindow, tmp_path: P
         win.tag_actions.teach(blues, "sky stars")
     assert 'Taught "sky stars" from 2 photos' in done.args[0]
     qtbot.waitUntil(lambda: win.tags_panel.row("sky stars") is not None, timeout=30_000)
+
+
+def test_the_tagging_phase_is_shown_while_photos_are_searchable(qtbot, window: MainWindow) -> None:
+    from indexer.ingest.pipeline import Progress
+    from indexer.live.service import ServiceStatus
+
+    window._on_status(ServiceStatus("tagging", Progress("tagging", 800, 2010)))
+    assert window.state_label.text() == "Preparing tags: 800 of 2,010 prompts (photos are searchable meanwhile)"
+    assert window.progress.isVisible() and (window.progress.value(), window.progress.maximum()) == (800, 2010)
+    window._on_status(ServiceStatus("idle"))
+    assert window.state_label.text() == "Up to date" and not window.progress.isVisible()
