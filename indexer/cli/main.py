@@ -394,7 +394,9 @@ def status_data(svc: Services) -> dict[str, Any]:
     active = switch.active or svc.choice
     return {
         "model": {"name": active.name, "weights": active.weights, "key": active.key},
-        "runtime": describe_runtime(svc.paths.models_dir, svc.model, active.key, svc.settings.runtime),
+        "runtime": describe_runtime(
+            svc.paths.models_dir, svc.model, active.key, svc.settings.runtime, svc.settings.precision
+        ),
         "switch": None
         if switch.target is None
         else {"to": switch.target.name, "weights": switch.target.weights, "done": switch.done, "total": switch.total},

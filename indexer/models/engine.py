@@ -5,10 +5,12 @@
 * **text**: ONNX Runtime whenever it is installed and the model's tokenizer has a
   torch-free twin (CLIP's BPE), on any machine: one query costs ~40 ms and no torch
   import (~6 s), even where a GPU embeds the photos;
-* **images**: ONNX Runtime on the CPU, except (a) on a GPU (``device`` cuda/mps, or
-  ``auto`` on a machine with one), and (b) for a large indexing job on a CPU whose
-  bf16 units measurably beat fp32 (:func:`cpu_bf16_is_fast`), where torch in bf16
-  embeds about twice as fast as ONNX Runtime in fp32 once its ~6 s start is paid.
+* **images**: ONNX Runtime on the CPU, with the export's int8 image tower (dynamic int8
+  weights: 2-4x the fp32 speed here, cosine >= 0.999 to torch, no loss of toy-world
+  accuracy; ``precision: fp32`` keeps fp32); torch on a GPU (``device`` cuda/mps, or
+  ``auto`` on a machine with one). Where an export has no int8 tower, a large indexing
+  job on a CPU whose bf16 units measurably beat fp32 (:func:`cpu_bf16_is_fast`) runs on
+  torch in bf16, about twice ONNX Runtime's fp32 speed once its ~6 s start is paid.
 
 The first use of a model on the ONNX path exports it through torch once
 (``indexer.models.onnx_export``); a failed export is remembered (per torch and
@@ -19,8 +21,10 @@ open_clip version) and the model runs on torch, with the reason in ``glimpse sta
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -39,6 +43,7 @@ from store.records import ModelRecord
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "onnx", "torch")
+PROMPT_CACHE = "prompt-vectors.npz"
 # Photos from which a bf16-capable CPU embeds faster on torch than on ONNX Runtime, its ~6 s
 # start included (measured on a 2-core avx512_bf16 CPU: torch bf16 43 img/s, ONNX fp32 22-27 img/s).
 TORCH_BF16_FROM = 400
@@ -85,6 +90,7 @@ class ModelEngine:
         self._images_on_torch = False
         self.fallback_reason: str | None = None
         self._meter = SpeedMeter(models_dir, spec.name)
+        self._prompts: dict[str, np.ndarray] | None = None
 
     # ---- choosing ---------------------------------------------------------------------
 
@@ -121,7 +127,9 @@ class ModelEngine:
             manifest = self._export(folder)  # raises only where runtime is "onnx": nothing is decided then
         self._opened = True
         if manifest is not None:
-            self._onnx = OnnxEmbedder(folder, manifest, self._threads)
+            # precision "auto": the int8 image tower where the export has one (measured: 2-4x the
+            # fp32 speed on a CPU, the same toy-world accuracy; docs/performance.md); "fp32" forces fp32.
+            self._onnx = OnnxEmbedder(folder, manifest, self._threads, int8=self._precision == "auto")
             self._images_on_torch = self._gpu_images()
 
     def _export(self, folder: Path) -> ExportManifest | None:
@@ -164,7 +172,7 @@ class ModelEngine:
         if not ({"amx_bf16", "avx512_bf16"} & _cpu_flags()):
             return
         self.load()
-        if self._onnx is not None and not self._images_on_torch:
+        if self._onnx is not None and not self._images_on_torch and self._onnx.precision != "int8":
             from indexer.models.embedder import cpu_bf16_is_fast
 
             if cpu_bf16_is_fast():
@@ -231,6 +239,51 @@ class ModelEngine:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         return self._text_model().embed_texts(texts)
 
+    def embed_prompts(self, texts: list[str]) -> np.ndarray:
+        """Tag prompts, cached on disk beside the export (``prompt-vectors.npz``).
+
+        A vocabulary's ~2,000 prompts are the same for every library and every run of a
+        model, so they are embedded once per model on this machine; only their vectors
+        are kept, keyed by a digest of each prompt. Search queries never go through here:
+        what a user searches for is not written anywhere.
+        """
+        self.load()
+        if self._onnx is None or not self._onnx.has_text:
+            return self.embed_texts(texts)
+        cache = self._prompt_cache()
+        keys = [_digest(t) for t in texts]
+        missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
+        if missing:
+            vectors = self.embed_texts([t for _, t in missing])
+            with self._lock:
+                cache.update({k: v for (k, _), v in zip(missing, vectors, strict=True)})
+                self._save_prompt_cache(cache)
+        return np.stack([cache[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _prompt_cache(self) -> dict[str, np.ndarray]:
+        with self._lock:
+            if self._prompts is None:
+                self._prompts = {}
+                assert self._onnx is not None
+                try:
+                    with np.load(self._onnx.folder / PROMPT_CACHE) as data:
+                        self._prompts = dict(zip(data["keys"].tolist(), data["vectors"], strict=True))
+                except (OSError, ValueError, KeyError) as exc:
+                    log.debug("no prompt cache yet (%s)", exc)
+            return self._prompts
+
+    def _save_prompt_cache(self, cache: dict[str, np.ndarray]) -> None:
+        """Atomically (temp file + rename): another process may read it at the same moment."""
+        assert self._onnx is not None
+        path = self._onnx.folder / PROMPT_CACHE
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        try:
+            np.savez(tmp, keys=np.asarray(list(cache)), vectors=np.stack(list(cache.values())))
+            tmp.replace(path)
+        except OSError as exc:  # a cache: never worth failing over
+            log.debug("prompt cache not saved: %s", exc)
+            tmp.unlink(missing_ok=True)
+
     @property
     def device(self) -> str:
         model = self._image_model()
@@ -250,6 +303,10 @@ class ModelEngine:
         return sum(m.text_calls for m in (self._onnx, self._torch) if m is not None)
 
 
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -262,7 +319,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def describe_runtime(models_dir: Path, spec: ModelSpec, key: str | None, runtime: str = "auto") -> str:
+def describe_runtime(
+    models_dir: Path, spec: ModelSpec, key: str | None, runtime: str = "auto", precision: str = "auto"
+) -> str:
     """What will run the model, said without loading anything (for ``glimpse status``)."""
     if runtime == "torch":
         return "PyTorch (runtime setting)"
@@ -272,7 +331,8 @@ def describe_runtime(models_dir: Path, spec: ModelSpec, key: str | None, runtime
     manifest = ExportManifest.read(folder)
     if manifest is not None:
         text = "text on ONNX Runtime" if manifest.text else "text on PyTorch (tokenizer)"
-        images = "images on PyTorch (GPU)" if gpu_present() and runtime != "onnx" else "images on ONNX Runtime"
+        int8 = " (int8)" if manifest.image_int8 and precision == "auto" else ""
+        images = "images on PyTorch (GPU)" if gpu_present() and runtime != "onnx" else f"images on ONNX Runtime{int8}"
         return f"{text}, {images} (export {folder})"
     failed = folder.with_name(folder.name + "." + FAILED)
     if failed.exists():

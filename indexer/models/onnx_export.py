@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,25 @@ def _export_one(module: Any, example: Any, path: Path, input_name: str, dynamic_
         return "torchscript"
 
 
+def _quantise(image: Path) -> str | None:
+    """The image tower with int8 weights (2-4x faster on a CPU; checked like the rest in _verify)."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        return None
+    out = image.with_name("image-int8.onnx")
+    # The quantiser logs a warning per tensor it leaves in float; none of it is the user's business.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(image), str(out), weight_type=QuantType.QInt8)
+    except Exception as exc:  # an operator the quantiser does not know: fp32 it is
+        log.info("no int8 image tower: %s", exc)
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
+    return out.name
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
 
@@ -222,9 +241,13 @@ def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
             text=text_file,
             text_trim=trim,
             image="image.onnx",
+            image_int8=_quantise(tmp / "image.onnx"),
             exported_with={"torch": torch.__version__, "open_clip": open_clip.__version__},
         )
         _verify(embedder, OnnxEmbedder(tmp, manifest, threads=None), size)
+        if manifest.image_int8 is not None and not _int8_agrees(embedder, OnnxEmbedder(tmp, manifest, int8=True)):
+            (tmp / manifest.image_int8).unlink()
+            manifest = replace(manifest, image_int8=None)
         manifest.save(tmp)
         try:
             tmp.rename(folder)
@@ -239,6 +262,16 @@ def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
         raise
     log.info("exported %s to ONNX in %.1f s (%s)", record.name, time.perf_counter() - started, folder)
     return ExportManifest.read(folder) or manifest
+
+
+def _int8_agrees(torch_embedder: OpenClipEmbedder, int8: OnnxEmbedder) -> bool:
+    """The int8 image tower is kept only where it gives torch's vectors too (cosine >= 0.999)."""
+    size = int8.preprocess.size
+    pixels = np.random.default_rng(1).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
+    worst = float(_cosines(torch_embedder.embed_images(pixels), int8.embed_images(pixels)).min())
+    if worst < MIN_COSINE:
+        log.info("int8 image tower dropped: cosine %.5f to torch < %s", worst, MIN_COSINE)
+    return worst >= MIN_COSINE
 
 
 def _verify(torch_embedder: OpenClipEmbedder, onnx: OnnxEmbedder, size: int) -> None:

@@ -57,6 +57,7 @@ class ExportManifest:
     text: str | None  # file of the text tower, None where the tokenizer has no torch-free twin
     text_trim: bool  # the text tower runs on the batch's real token count, not the whole context
     image: str
+    image_int8: str | None  # the image tower with int8 weights (ONNX Runtime dynamic quantisation), if it passed
     exported_with: dict[str, str]
 
     @property
@@ -83,6 +84,8 @@ class ExportManifest:
             return None
         if manifest.format != FORMAT or not (folder / manifest.image).is_file():
             return None
+        if manifest.image_int8 is not None and not (folder / manifest.image_int8).is_file():
+            return None
         if manifest.text is not None and not ((folder / manifest.text).is_file() and (folder / TOKENIZER).is_file()):
             return None
         return manifest
@@ -103,16 +106,19 @@ def onnxruntime_available() -> bool:
 
 
 class OnnxEmbedder:
-    """The Embedder protocol over an export; each tower's session opens on first use."""
+    """The Embedder protocol over an export; each tower's session opens on first use.
+
+    ``int8``: run the int8 image tower where the export has one (text stays fp32).
+    """
 
     runtime = "onnxruntime"
     device = "cpu"
-    precision = "fp32"
 
-    def __init__(self, folder: Path, manifest: ExportManifest, threads: int | None = None) -> None:
+    def __init__(self, folder: Path, manifest: ExportManifest, threads: int | None = None, int8: bool = False) -> None:
         self.folder = folder
         self.manifest = manifest
         self._threads = threads
+        self.precision = "int8" if int8 and manifest.image_int8 else "fp32"  # of the image tower
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
         self._tokenizer: Any = None
@@ -158,7 +164,10 @@ class OnnxEmbedder:
                 options.log_severity_level = 3
                 if self._threads:
                     options.intra_op_num_threads = self._threads
-                file = self.manifest.text if tower == "text" else self.manifest.image
+                if tower == "text":
+                    file = self.manifest.text
+                else:
+                    file = self.manifest.image_int8 if self.precision == "int8" else self.manifest.image
                 assert file is not None
                 session = ort.InferenceSession(
                     str(self.folder / file), sess_options=options, providers=["CPUExecutionProvider"]

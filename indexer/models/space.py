@@ -164,6 +164,13 @@ class _CheckedEmbedder:
         self.load()
         return self.inner.embed_texts(texts)
 
+    def embed_prompts(self, texts: list[str]) -> np.ndarray:
+        """Tag prompts: through the engine's per-model cache where it has one."""
+        self.load()
+        embed = getattr(self.inner, "embed_prompts", None) or self.inner.embed_texts
+        result: np.ndarray = embed(texts)
+        return result
+
     def __getattr__(self, name: str) -> Any:  # logit_scale, device, precision, call counters
         return getattr(self.inner, name)
 

@@ -237,7 +237,8 @@ class Tagger:
                 groups.setdefault(tag.group, []).append(col)
         background = np.zeros((dim, 0), np.float32)
         if vocab.background:
-            bg = space.embedder.embed_texts([t.format(p) for p in vocab.background for t in vocab.templates])
+            embed = getattr(space.embedder, "embed_prompts", None) or space.embedder.embed_texts
+            bg = embed([t.format(p) for p in vocab.background for t in vocab.templates])
             background = np.ascontiguousarray(bg.T, np.float32)
         return TagModel(
             list(usable),
@@ -261,8 +262,8 @@ class Tagger:
             spans.append((len(texts), len(texts) + len(prompts)))
             texts.extend(prompts)
         started = time.perf_counter()
-        embedder = space.embedder
-        embedded = np.concatenate([embedder.embed_texts(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+        embed = getattr(space.embedder, "embed_prompts", None) or space.embedder.embed_texts
+        embedded = np.concatenate([embed(texts[i : i + 256]) for i in range(0, len(texts), 256)])
         self.texts_embedded = len(texts)
         log.info("embedded %d prompts for %d tags in %.1f s", len(texts), len(tags), time.perf_counter() - started)
         out = []

@@ -147,3 +147,19 @@ def test_a_random_vit_b_32_256_export_reproduces_torch(tmp_path: Path) -> None:
     assert _cos(onnx.embed_texts(texts), torch_model.embed_texts(texts)).min() >= MIN_COSINE
     pixels = np.random.default_rng(2).integers(0, 256, (4, 256, 256, 3), dtype=np.uint8)
     assert _cos(onnx.embed_images(pixels), torch_model.embed_images(pixels)).min() >= MIN_COSINE
+
+
+def test_prompt_vectors_are_cached_per_model_and_queries_are_not(tmp_path: Path) -> None:
+    engine = ModelEngine(resolve_model("toyworld"), tmp_path / "models")
+    prompts = ["a photo of a red circle.", "a picture of a blue star."]
+    first = engine.embed_prompts(prompts)
+    assert np.allclose(first, engine.embed_texts(prompts), atol=1e-6)
+    engine.embed_texts(["my private search"])
+    again = ModelEngine(resolve_model("toyworld"), tmp_path / "models")  # another process, say
+    calls = again.text_calls
+    assert np.array_equal(again.embed_prompts(list(reversed(prompts))), first[::-1])
+    assert again.text_calls == calls, "cached prompts are not embedded again"
+    with np.load(engine.export_folder / "prompt-vectors.npz") as data:
+        assert len(data["keys"]) == 2 and "my private search" not in str(data["keys"])
+    mixed = again.embed_prompts([prompts[0], "a photo of a green heart."])
+    assert again.text_calls == calls + 1 and np.array_equal(mixed[0], first[0])
