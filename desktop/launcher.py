@@ -6,6 +6,7 @@ It lives in ``desktop`` because only this package may know about Qt; the CLI in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli_main(args)
 
 
+def run() -> None:
+    """The console script: ``main``, then for the command line a fast exit.
+
+    Everything a command changes is committed and closed before ``main`` returns (the
+    library's writer is joined, the vector index saved), so what is left is the
+    interpreter tearing down ONNX Runtime, FAISS and hundreds of modules: 0.2-0.3 s that
+    a one-shot ``glimpse search`` would wait for. The desktop app exits normally.
+    """
+    args = sys.argv[1:]
+    code = main(args)
+    if args and args[0] != "gui":
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _no_display() -> bool:
     """On Linux without X or Wayland, Qt would abort the process; say so instead."""
     if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
@@ -49,4 +68,4 @@ def _no_display() -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

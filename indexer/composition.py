@@ -12,6 +12,7 @@ for another model than the library's is refused with the way to switch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,14 +20,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.errors import SettingsError
-from indexer.ingest.decode import register_heif
-from indexer.ingest.pipeline import IndexingPipeline, PipelineConfig
-from indexer.ingest.thumbnails import ThumbnailCache
-from indexer.live.service import LibraryService
-from indexer.live.switch import ModelSwitch
+from indexer.ingest.config import PipelineConfig
 from indexer.models.embedder import DEVICES, Embedder, check_device
 from indexer.models.engine import RUNTIMES, ModelEngine
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV, ModelSpec, resolve_model
@@ -40,15 +37,21 @@ from indexer.models.space import (
     recorded_model,
 )
 from indexer.search.service import SearchService
-from indexer.segment.objects import ObjectSearch
-from indexer.segment.sam import DEFAULT_SEGMENTER, SEGMENTERS, SamSegmenter, Segmenter
-from indexer.tags.editor import TagEditor
+from indexer.segment.sam import DEFAULT_SEGMENTER, SEGMENTERS, Segmenter
 from indexer.tags.tagger import Tagger
 from indexer.tags.vocabulary import library_vocabulary
 from store.errors import NoLibraryError, StoreError
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.tags import TagStore
+
+if TYPE_CHECKING:  # built on first use (Services); their modules are imported then
+    from indexer.ingest.pipeline import IndexingPipeline
+    from indexer.ingest.thumbnails import ThumbnailCache
+    from indexer.live.service import LibraryService
+    from indexer.live.switch import ModelSwitch
+    from indexer.segment.objects import ObjectSearch
+    from indexer.tags.editor import TagEditor
 
 log = logging.getLogger(__name__)
 
@@ -164,31 +167,101 @@ class Settings:
         )
 
 
-@dataclass
 class Services:
-    paths: AppPaths
-    settings: Settings
-    model: ModelSpec
-    choice: ModelChoice
-    store: LibraryStore
-    slot: ModelSlot
-    thumbnails: ThumbnailCache
-    pipeline: IndexingPipeline
-    search: SearchService
-    library: LibraryService
-    tags: TagStore
-    tagger: Tagger
-    tag_editor: TagEditor
-    switch: ModelSwitch
-    objects: ObjectSearch
+    """Everything a front end needs, wired once; the heavy parts are built on first use.
+
+    A ``glimpse search`` needs the store, the model slot, tags and search; indexing,
+    watching, model switches, tag editing and object search pull in decoding, process
+    pools, watchdog and SAM, so those are made (and their modules imported) only when a
+    command first asks for them.
+    """
+
+    def __init__(
+        self,
+        paths: AppPaths,
+        settings: Settings,
+        model: ModelSpec,
+        choice: ModelChoice,
+        store: LibraryStore,
+        slot: ModelSlot,
+        tags: TagStore,
+        tagger: Tagger,
+        search: SearchService,
+        builders: _Builders,
+    ) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.model = model
+        self.choice = choice
+        self.store = store
+        self.slot = slot
+        self.tags = tags
+        self.tagger = tagger
+        self.search = search
+        self._builders = builders
+
+    @functools.cached_property
+    def thumbnails(self) -> ThumbnailCache:
+        from indexer.ingest.thumbnails import ThumbnailCache
+
+        return ThumbnailCache(self.paths.thumbnails_dir)
+
+    @functools.cached_property
+    def pipeline(self) -> IndexingPipeline:
+        from indexer.ingest.pipeline import IndexingPipeline
+
+        return IndexingPipeline(self.store, self.slot, self.thumbnails, self._builders.config, self.tagger)
+
+    @functools.cached_property
+    def switch(self) -> ModelSwitch:
+        from indexer.ingest.pipeline import IndexingPipeline
+        from indexer.live.switch import ModelSwitch
+
+        config = self._builders.config
+        return ModelSwitch(
+            self.store,
+            self.slot,
+            self.tagger,
+            self._builders.make_space,
+            lambda target: IndexingPipeline(self.store, target, None, config),
+            self.paths.index_dir,
+        )
+
+    @functools.cached_property
+    def library(self) -> LibraryService:
+        from indexer.live.service import LibraryService
+
+        return LibraryService(self.store, self.pipeline, self.tagger, self.switch)
+
+    @functools.cached_property
+    def tag_editor(self) -> TagEditor:
+        from indexer.tags.editor import TagEditor
+
+        return TagEditor(self.tags, self.store, self.tagger)
+
+    @functools.cached_property
+    def objects(self) -> ObjectSearch:
+        from indexer.segment.objects import ObjectSearch
+
+        return ObjectSearch(self.store, self.search, self._builders.segmenter())
 
     @property
     def embedder(self) -> Embedder:
         return self.slot.embedder
 
     def close(self) -> None:
-        self.library.stop()
+        if "library" in self.__dict__:  # built: it may be running
+            self.library.stop()
         self.store.close()
+
+
+@dataclass(frozen=True)
+class _Builders:
+    """What the lazily built services are made from."""
+
+    config: PipelineConfig
+    make_space: Callable[..., EmbeddingSpace]
+    segmenter: Callable[[], Callable[[], Segmenter]]
 
 
 # The Hugging Face convention for "never touch the network", honoured for SAM weights too.
@@ -197,6 +270,8 @@ OFFLINE_ENV = ("HF_HUB_OFFLINE", "GLIMPSE_OFFLINE")
 
 def segmenter_factory(paths: AppPaths, settings: Settings, device: str) -> Callable[[], Segmenter]:
     """The segmenter is heavy and optional: built on first use, once, from the settings."""
+    from indexer.segment.sam import SamSegmenter
+
     if settings.segmenter not in SEGMENTERS:
         raise StoreError(
             f'Unknown segmentation model "{settings.segmenter}"; choose one of {", ".join(SEGMENTERS)}.',
@@ -241,12 +316,14 @@ def build_services(
     embedder: Embedder | None = None,
     segmenter: Callable[[], Segmenter] | None = None,
     create: bool = True,
+    short_lived: bool = False,
 ) -> Services:
     """Open the library at ``paths`` and wire up the services (models load lazily).
 
     ``requested``: the model a flag or environment variable names (``requested_by``
     says which, for messages); it must be the library's own, or pick a new library's.
     ``create=False`` is for read-only commands: no library is created where none is.
+    ``short_lived``: a one-shot command (a CLI query), whose model should open fast.
     """
     settings.validate()
     check_device(settings.device)
@@ -255,10 +332,9 @@ def build_services(
             f"There is no Glimpse library in {paths.data_dir} yet. Index a folder first: glimpse index FOLDER"
         )
     paths.ensure()
-    register_heif()
     store = LibraryStore.open(paths.database)
     try:
-        return _wire(paths, settings, store, requested, requested_by, embedder, segmenter)
+        return _wire(paths, settings, store, requested, requested_by, embedder, segmenter, short_lived)
     except BaseException:
         store.close()
         raise
@@ -272,6 +348,7 @@ def _wire(
     requested_by: str,
     embedder: Embedder | None,
     segmenter: Callable[[], Segmenter] | None,
+    short_lived: bool = False,
 ) -> Services:
     legacy = ModelChoice(settings.model, settings.weights) if settings.model else None
     recorded = recorded_model(store, ACTIVE_KEY) or legacy_model(store, legacy)
@@ -281,7 +358,7 @@ def _wire(
     def make_space(chosen: ModelChoice, spec: ModelSpec | None = None, record_as: str | None = None) -> EmbeddingSpace:
         spec = spec or resolve_model(chosen.name, chosen.weights)
         model = ModelEngine(
-            spec, paths.models_dir, settings.device, settings.precision, settings.threads, settings.runtime
+            spec, paths.models_dir, settings.device, settings.precision, settings.threads, settings.runtime, short_lived
         )
         return EmbeddingSpace(store, model, paths.index_dir, chosen, config.save_interval, record_as)
 
@@ -294,37 +371,14 @@ def _wire(
         else make_space(choice, spec, ACTIVE_KEY)
     )
     slot = ModelSlot(active)
-    thumbnails = ThumbnailCache(paths.thumbnails_dir)
     tags = TagStore(store.db)
-    vocabulary = library_vocabulary(store, spec, settings.vocabulary)
-    tagger = Tagger(tags, store, slot, vocabulary)
-    pipeline = IndexingPipeline(store, slot, thumbnails, config, tagger)
-    switch = ModelSwitch(
-        store,
-        slot,
-        tagger,
-        make_space,
-        lambda target: IndexingPipeline(store, target, None, config),
-        paths.index_dir,
-    )
-    search = SearchService(store, slot, tags)
-    library = LibraryService(store, pipeline, tagger, switch)
+    tagger = Tagger(tags, store, slot, library_vocabulary(store, spec, settings.vocabulary))
     device = "cpu" if settings.device in ("auto", "mps") else settings.device
-    objects = ObjectSearch(store, search, segmenter or segmenter_factory(paths, settings, device))
+
+    def segmenter_source() -> Callable[[], Segmenter]:
+        return segmenter or segmenter_factory(paths, settings, device)
+
+    builders = _Builders(config, make_space, segmenter_source)
     return Services(
-        paths,
-        settings,
-        spec,
-        choice,
-        store,
-        slot,
-        thumbnails,
-        pipeline,
-        search,
-        library,
-        tags,
-        tagger,
-        TagEditor(tags, store, tagger),
-        switch,
-        objects,
+        paths, settings, spec, choice, store, slot, tags, tagger, SearchService(store, slot, tags), builders
     )

@@ -24,13 +24,12 @@ import time
 from collections.abc import Generator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from indexer.cli import segment as cli_segment
 from indexer.cli import tags as cli_tags
 from indexer.composition import Services, Settings, build_services, requested_model_from_env
 from indexer.errors import GlimpseError, NotFoundError, QueryError
-from indexer.ingest.pipeline import Control, IndexReport, Progress
 from indexer.models.engine import describe_runtime
 from indexer.models.measured import measured_rate
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights, resolve_model
@@ -41,6 +40,9 @@ from store.errors import LibraryBusyError
 from store.library import LibraryStore
 from store.paths import HOME_ENV, AppPaths
 from store.vectors import index_path
+
+if TYPE_CHECKING:
+    from indexer.ingest.pipeline import Control, IndexReport, Progress
 
 log = logging.getLogger("glimpse")
 
@@ -252,6 +254,8 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         roots = [Path(f.path) for f in svc.store.folders() if f.enabled]
         if not roots:
             raise NotFoundError("The library has no folders yet: run `glimpse index FOLDER`.", title="No folders")
+    from indexer.ingest.pipeline import Control
+
     svc.tagger.seed_vocabulary()  # indexing with the library's own model: its vocabulary comes in once
     control = Control()
     report: IndexReport | None = _drive(svc.pipeline.run(roots, control), "indexing")
@@ -689,6 +693,8 @@ def cmd_model(svc: Services, args: argparse.Namespace) -> int:
         outcome = svc.switch.begin(choice)
         swapped = outcome == "switched"
         if outcome == "started" and not args.background:
+            from indexer.ingest.pipeline import Control
+
             swapped = _continue_switch(svc, Control())
         state = svc.switch.state()
         if args.json:
@@ -763,8 +769,7 @@ def _stop_helper_processes() -> None:
     """Leave no process behind: the decode pool's workers are joined, and multiprocessing's
     resource tracker (started with them, otherwise outliving ``glimpse index`` by a moment)
     is stopped here, at the end of the command."""
-    from multiprocessing import resource_tracker
-
+    resource_tracker = sys.modules.get("multiprocessing.resource_tracker")  # imported only where a pool ran
     tracker = getattr(resource_tracker, "_resource_tracker", None)
     stop = getattr(tracker, "_stop", None)  # private but stable since 3.8; absent: nothing to do
     if stop is not None and getattr(tracker, "_pid", None) is not None:
@@ -782,7 +787,9 @@ def _run(args: argparse.Namespace) -> int:
         settings = _settings(args, paths)
         requested, requested_by = _requested_model(args)
         create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
-        svc = build_services(paths, settings, requested, requested_by, create=create)
+        svc = build_services(
+            paths, settings, requested, requested_by, create=create, short_lived=args.command != "watch"
+        )
         svc.store.db.lock.waiting = lambda message: print(f"glimpse: {message}", file=sys.stderr, flush=True)
         try:
             return COMMANDS[args.command](svc, args)

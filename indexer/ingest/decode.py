@@ -163,6 +163,8 @@ def open_photo(
     """Decode ``path`` to an oriented RGB image whose shorter side is at least ``min_side``
     (when the file is that large), using DCT scaling for JPEGs."""
     path = Path(path)
+    if ".heic" not in Image.registered_extensions():  # HEIC/HEIF: once per process, when first decoding
+        register_heif()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -30,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexer.errors import GlimpseError
-from indexer.ingest.decode import DEFAULT_MAX_PIXELS, REGION_BOXES, THUMBNAIL_SIZE
+from indexer.ingest.config import PipelineConfig
+from indexer.ingest.decode import REGION_BOXES
 from indexer.ingest.decode_worker import Decoded, DecodeJob, decode_job, init_worker
 from indexer.ingest.scanner import Scanner, ScanReport
 from indexer.ingest.thumbnails import ThumbnailCache, thumbnail_key
@@ -68,17 +68,6 @@ class IndexReport:
     @property
     def rate(self) -> float:
         return self.indexed / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    batch_size: int = 32
-    decode_workers: int = max(1, min(8, os.cpu_count() or 1))
-    thumbnail_size: int | None = THUMBNAIL_SIZE
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    save_interval: float = 60.0
-    nice: int = 0  # added to decode workers' niceness; the background service uses it to stay out of the way
-    regions: bool = False  # also embed len(REGION_BOXES) object proposals per photo (that many more model runs)
 
 
 class Control:

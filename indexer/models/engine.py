@@ -74,6 +74,7 @@ class ModelEngine:
         precision: str = "auto",
         threads: int | None = None,
         runtime: str = "auto",
+        short_lived: bool = False,
     ) -> None:
         if runtime not in RUNTIMES:
             raise SettingsError(f"runtime is {runtime!r}; allowed values: {', '.join(RUNTIMES)}.")
@@ -83,6 +84,7 @@ class ModelEngine:
         self._precision = precision
         self._threads = threads
         self._runtime = runtime
+        self._short_lived = short_lived  # a one-shot command: open towers fast rather than run them fastest
         self._lock = threading.Lock()
         self._onnx: OnnxEmbedder | None = None
         self._torch: OpenClipEmbedder | None = None
@@ -129,7 +131,9 @@ class ModelEngine:
         if manifest is not None:
             # precision "auto": the int8 image tower where the export has one (measured: 2-4x the
             # fp32 speed on a CPU, the same toy-world accuracy; docs/performance.md); "fp32" forces fp32.
-            self._onnx = OnnxEmbedder(folder, manifest, self._threads, int8=self._precision == "auto")
+            self._onnx = OnnxEmbedder(
+                folder, manifest, self._threads, int8=self._precision == "auto", prepack_text=not self._short_lived
+            )
             self._images_on_torch = self._gpu_images()
 
     def _export(self, folder: Path) -> ExportManifest | None:

@@ -109,15 +109,26 @@ class OnnxEmbedder:
     """The Embedder protocol over an export; each tower's session opens on first use.
 
     ``int8``: run the int8 image tower where the export has one (text stays fp32).
+    ``prepack_text=False``: open the text tower without repacking its weights for the
+    CPU's kernels: 0.03 s instead of 0.19 s to open, ~5 ms more per query afterwards, the
+    right trade for a process that answers one query and exits.
     """
 
     runtime = "onnxruntime"
     device = "cpu"
 
-    def __init__(self, folder: Path, manifest: ExportManifest, threads: int | None = None, int8: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        manifest: ExportManifest,
+        threads: int | None = None,
+        int8: bool = False,
+        prepack_text: bool = True,
+    ) -> None:
         self.folder = folder
         self.manifest = manifest
         self._threads = threads
+        self._prepack_text = prepack_text
         self.precision = "int8" if int8 and manifest.image_int8 else "fp32"  # of the image tower
         self._lock = threading.Lock()
         self._sessions: dict[str, Any] = {}
@@ -164,6 +175,8 @@ class OnnxEmbedder:
                 options.log_severity_level = 3
                 if self._threads:
                     options.intra_op_num_threads = self._threads
+                if tower == "text" and not self._prepack_text:
+                    options.add_session_config_entry("session.disable_prepacking", "1")
                 if tower == "text":
                     file = self.manifest.text
                 else:

@@ -19,7 +19,6 @@ import logging
 import os
 import threading
 import time
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,6 +143,8 @@ def download_weights(
     tmp = dest.with_name(dest.name + ".part")
     digest = hashlib.sha256()
     try:
+        import urllib.request  # only when downloading: the import costs every command ~20 ms
+
         with urllib.request.urlopen(spec.url, timeout=timeout) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or spec.size_bytes)
             done = 0
