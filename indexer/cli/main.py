@@ -787,9 +787,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = _settings(args, paths)
         requested, requested_by = _requested_model(args)
         create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
-        svc = build_services(
-            paths, settings, requested, requested_by, create=create, short_lived=args.command != "watch"
-        )
+        one_query = args.command in ("search", "similar")  # open the text tower fast: it runs once
+        svc = build_services(paths, settings, requested, requested_by, create=create, short_lived=one_query)
         svc.store.db.lock.waiting = lambda message: print(f"glimpse: {message}", file=sys.stderr, flush=True)
         try:
             return COMMANDS[args.command](svc, args)
