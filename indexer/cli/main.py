@@ -22,7 +22,6 @@ import os
 import sys
 import time
 from collections.abc import Generator, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +90,7 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
         epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
         parents=[_common_options(defaults=True)],
     )
-    p.add_argument("--version", action="version", version=f"glimpse {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     common = _common_options(defaults=False)
     add_command = sub.add_parser
@@ -175,7 +174,20 @@ def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParse
     return p
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, looked up only when asked for (reading package metadata costs every command ~18 ms)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        sys.stdout.write(f"glimpse {_version()}\n")
+        parser.exit()
+
+
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~18 ms: only for --version
+
     try:
         return version("glimpse")
     except PackageNotFoundError:
