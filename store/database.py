@@ -29,7 +29,7 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.errors import SchemaTooNewError, StoreError
 from store.lock import LibraryLock
-from store.schema import SCHEMA_VERSION, Base, ImageTag, Meta, Region, Tag, TagOverride, TagVector
+from store.schema import SCHEMA_VERSION, ImageTag, Meta, Region, Tag, TagOverride, TagVector, metadata
 from store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,12 @@ def _v1_to_v2(conn: Connection) -> None:
 
 def _v2_to_v3(conn: Connection) -> None:
     """v3: tags, the tags on each photo, the user's overrides, and per-model tag vectors."""
-    tables = [Tag.__table__, ImageTag.__table__, TagOverride.__table__, TagVector.__table__]
-    Base.metadata.create_all(conn, tables=tables)  # type: ignore[arg-type]
+    metadata.create_all(conn, tables=[Tag, ImageTag, TagOverride, TagVector])
 
 
 def _v3_to_v4(conn: Connection) -> None:
     """v4: regions, embedded object proposals for finding small objects (optional)."""
-    Base.metadata.create_all(conn, tables=[Region.__table__])  # type: ignore[list-item]
+    metadata.create_all(conn, tables=[Region])
 
 
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
@@ -149,7 +148,7 @@ def schema_version(conn: Connection) -> int:
     has_meta = conn.execute(text("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'")).first()
     if not has_meta:
         return 0
-    row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+    row = conn.execute(select(Meta.c.value).where(Meta.c.key == "schema_version")).first()
     return int(row[0]) if row else 0
 
 
@@ -167,7 +166,7 @@ def migrate(writer: Writer) -> None:
         if version == SCHEMA_VERSION:
             return False
         if version == 0:
-            Base.metadata.create_all(conn)
+            metadata.create_all(conn)
             _stamp(conn, SCHEMA_VERSION)
             log.info("created library schema v%d", SCHEMA_VERSION)
             return False

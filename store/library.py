@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -23,7 +23,6 @@ from sqlalchemy import (
     Engine,
     Row,
     String,
-    Table,
     and_,
     bindparam,
     delete,
@@ -52,13 +51,13 @@ from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Meta
 from store.tags import Assignment, write_automatic_tags
 
 # Core statements over the ORM tables: bulk executemany without the unit of work.
-_images = cast(Table, Image.__table__)
-_emb = cast(Table, Embedding.__table__)
-_folders = cast(Table, Folder.__table__)
-_models = cast(Table, Model.__table__)
-_state = cast(Table, IndexState.__table__)
-_regions = cast(Table, Region.__table__)
-_meta = cast(Table, Meta.__table__)
+_images = Image
+_emb = Embedding
+_folders = Folder
+_models = Model
+_state = IndexState
+_regions = Region
+_meta = Meta
 
 T = TypeVar("T")
 

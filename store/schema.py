@@ -8,21 +8,21 @@ and an index save is detected at the next start.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
+    Table,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 4
 
@@ -42,86 +42,93 @@ class ImageStatus:
     ALL = (PENDING, INDEXED, FAILED, MISSING)
 
 
-class Base(DeclarativeBase):
-    pass
+# Core tables, not ORM classes: the repositories only ever used Core statements on them,
+# and declaring them through the ORM cost every command an import of sqlalchemy.orm.
+metadata = MetaData()
 
 
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[str] = mapped_column(String)
+Meta = Table(
+    "meta",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", String, nullable=False),
+)
 
 
-class Folder(Base):
-    __tablename__ = "folders"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
-    added_at: Mapped[datetime] = mapped_column(DateTime)
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+Folder = Table(
+    "folders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String, unique=True, nullable=False),
+    Column("added_at", DateTime, nullable=False),
+    Column("enabled", Boolean, default=True, nullable=False),
     # False while the root is unreachable (unplugged drive, share down): its photos stay.
-    online: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+    Column("online", Boolean, default=True, server_default="1", nullable=False),
+)
 
 
-class Image(Base):
-    __tablename__ = "images"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
-    folder_id: Mapped[int | None] = mapped_column(ForeignKey("folders.id", ondelete="SET NULL"), index=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    content_hash: Mapped[str | None] = mapped_column(String, index=True)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    taken_at: Mapped[datetime | None] = mapped_column(DateTime)
-    camera_make: Mapped[str | None] = mapped_column(String)
-    camera_model: Mapped[str | None] = mapped_column(String)
-    orientation: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String, default=ImageStatus.PENDING)
-    error: Mapped[str | None] = mapped_column(Text)
-    thumbnail_key: Mapped[str | None] = mapped_column(String)
-    indexed_at: Mapped[datetime | None] = mapped_column(DateTime)
-
-    __table_args__ = (Index("ix_images_status", "status"),)
-
-
-class Model(Base):
-    """One embedding space: vectors from different models are never compared."""
-
-    __tablename__ = "models"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    key: Mapped[str] = mapped_column(String, unique=True)
-    name: Mapped[str] = mapped_column(String)
-    pretrained: Mapped[str | None] = mapped_column(String)
-    weights_id: Mapped[str | None] = mapped_column(String)
-    dim: Mapped[int] = mapped_column(Integer)
-    preprocess: Mapped[str] = mapped_column(Text)  # JSON
-    created_at: Mapped[datetime] = mapped_column(DateTime)
+Image = Table(
+    "images",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String, unique=True, nullable=False),
+    Column("folder_id", Integer, ForeignKey("folders.id", ondelete="SET NULL"), index=True, nullable=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("content_hash", String, index=True, nullable=True),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("taken_at", DateTime, nullable=True),
+    Column("camera_make", String, nullable=True),
+    Column("camera_model", String, nullable=True),
+    Column("orientation", Integer, nullable=True),
+    Column("status", String, default=ImageStatus.PENDING, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("thumbnail_key", String, nullable=True),
+    Column("indexed_at", DateTime, nullable=True),
+    Index("ix_images_status", "status"),
+)
 
 
-class Embedding(Base):
-    """An L2-normalised image vector, stored as little-endian float16."""
+# One embedding space: vectors from different models are never compared.
+Model = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String, unique=True, nullable=False),
+    Column("name", String, nullable=False),
+    Column("pretrained", String, nullable=True),
+    Column("weights_id", String, nullable=True),
+    Column("dim", Integer, nullable=False),
+    Column("preprocess", Text, nullable=False),  # JSON
+    Column("created_at", DateTime, nullable=False),
+)
 
-    __tablename__ = "embeddings"
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
-    __table_args__ = (Index("ix_embeddings_image", "image_id"),)
+# An L2-normalised image vector, stored as little-endian float16.
+Embedding = Table(
+    "embeddings",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("vector", LargeBinary, nullable=False),
+    Index("ix_embeddings_image", "image_id"),
+)
 
 
-class IndexState(Base):
-    """Bookkeeping for the vector index file of one model.
-
-    ``clean`` is cleared in the same transaction as any change to that model's
-    embeddings, and set again only after the index file has been written with
-    ``generation``. A file is trusted only if it is clean and generations match.
-    """
-
-    __tablename__ = "index_state"
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    generation: Mapped[int] = mapped_column(Integer, default=0)
-    count: Mapped[int] = mapped_column(Integer, default=0)
-    clean: Mapped[bool] = mapped_column(Boolean, default=False)
+# Bookkeeping for the vector index file of one model.
+#
+# ``clean`` is cleared in the same transaction as any change to that model's
+# embeddings, and set again only after the index file has been written with
+# ``generation``. A file is trusted only if it is clean and generations match.
+IndexState = Table(
+    "index_state",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("generation", Integer, default=0, nullable=False),
+    Column("count", Integer, default=0, nullable=False),
+    Column("clean", Boolean, default=False, nullable=False),
+)
 
 
 class TagSource:
@@ -138,84 +145,82 @@ class TagSource:
     AUTOMATIC = (ZERO_SHOT, EXAMPLE)
 
 
-class Tag(Base):
-    """One tag of the vocabulary.
-
-    ``kind`` says how it is applied: ``prompts`` (zero-shot from ``prompts``, a JSON list),
-    ``example`` (a classifier taught from marked photos) or ``manual`` (only by hand).
-    """
-
-    __tablename__ = "tags"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String, unique=True)
-    group: Mapped[str] = mapped_column("grp", String, default="other")
-    kind: Mapped[str] = mapped_column(String, default="prompts")
-    prompts: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of phrases
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    threshold: Mapped[float | None] = mapped_column(Float)  # None: the vocabulary default
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-
-
-class ImageTag(Base):
-    """A tag a photo carries now (automatic or by hand), with its calibrated score."""
-
-    __tablename__ = "image_tags"
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
-    source: Mapped[str] = mapped_column(String)
-    score: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (Index("ix_image_tags_tag", "tag_id", "score"),)
+# One tag of the vocabulary.
+#
+# ``kind`` says how it is applied: ``prompts`` (zero-shot from ``prompts``, a JSON list),
+# ``example`` (a classifier taught from marked photos) or ``manual`` (only by hand).
+Tag = Table(
+    "tags",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, unique=True, nullable=False),
+    Column("grp", String, default="other", nullable=False),
+    Column("kind", String, default="prompts", nullable=False),
+    Column("prompts", Text, default="[]", nullable=False),  # JSON list of phrases
+    Column("enabled", Boolean, default=True, nullable=False),
+    Column("threshold", Float, nullable=True),  # None: the vocabulary default
+    Column("created_at", DateTime, nullable=False),
+)
 
 
-class TagOverride(Base):
-    """The user's word on one photo and one tag: ``present`` true (added) or false (removed).
-
-    Overrides are what survives re-tagging, and they are the examples a taught tag
-    learns from.
-    """
-
-    __tablename__ = "tag_overrides"
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
-    present: Mapped[bool] = mapped_column(Boolean)
-    created_at: Mapped[datetime] = mapped_column(DateTime)
-
-    __table_args__ = (Index("ix_tag_overrides_tag", "tag_id"),)
+# A tag a photo carries now (automatic or by hand), with its calibrated score.
+ImageTag = Table(
+    "image_tags",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", Integer, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    Column("source", String, nullable=False),
+    Column("score", Float, nullable=False),
+    Index("ix_image_tags_tag", "tag_id", "score"),
+)
 
 
-class TagVector(Base):
-    """A tag's direction in one embedding space: the ensembled prompt embedding, or a taught
-    classifier's weights. ``fingerprint`` says what it was computed from, so a changed
-    prompt or a new example is noticed and only that tag is recomputed.
-    """
-
-    __tablename__ = "tag_vectors"
-    tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32
-    bias: Mapped[float] = mapped_column(Float, default=0.0)
-    threshold: Mapped[float | None] = mapped_column(Float)
-    precision: Mapped[float | None] = mapped_column(Float)  # estimated on held-out examples
-    recall: Mapped[float | None] = mapped_column(Float)
+# The user's word on one photo and one tag: ``present`` true (added) or false (removed).
+#
+# Overrides are what survives re-tagging, and they are the examples a taught tag
+# learns from.
+TagOverride = Table(
+    "tag_overrides",
+    metadata,
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", Integer, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    Column("present", Boolean, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_tag_overrides_tag", "tag_id"),
+)
 
 
-class Region(Base):
-    """An embedded part of a photo (an object proposal), so small objects can be found.
+# A tag's direction in one embedding space: the ensembled prompt embedding, or a taught
+# classifier's weights. ``fingerprint`` says what it was computed from, so a changed
+# prompt or a new example is noticed and only that tag is recomputed.
+TagVector = Table(
+    "tag_vectors",
+    metadata,
+    Column("tag_id", Integer, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("fingerprint", String, nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # float32
+    Column("bias", Float, default=0.0, nullable=False),
+    Column("threshold", Float, nullable=True),
+    Column("precision", Float, nullable=True),  # estimated on held-out examples
+    Column("recall", Float, nullable=True),
+)
 
-    The box is in fractions of the upright photo (0-1), so it survives re-decoding at
-    another size. Only written when region indexing is on.
-    """
 
-    __tablename__ = "regions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
-    x0: Mapped[float] = mapped_column(Float)
-    y0: Mapped[float] = mapped_column(Float)
-    x1: Mapped[float] = mapped_column(Float)
-    y1: Mapped[float] = mapped_column(Float)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float16, L2-normalised
-
-    __table_args__ = (Index("ix_regions_model_image", "model_id", "image_id"),)
+# An embedded part of a photo (an object proposal), so small objects can be found.
+#
+# The box is in fractions of the upright photo (0-1), so it survives re-decoding at
+# another size. Only written when region indexing is on.
+Region = Table(
+    "regions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("image_id", Integer, ForeignKey("images.id", ondelete="CASCADE"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), nullable=False),
+    Column("x0", Float, nullable=False),
+    Column("y0", Float, nullable=False),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("vector", LargeBinary, nullable=False),  # float16, L2-normalised
+    Index("ix_regions_model_image", "model_id", "image_id"),
+)

@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
 from store.database import Database, chunks, utc_now
 from store.errors import NotFoundError, StoreError
 from store.records import ImageTagRecord, TagRecord, TagVectorRecord
 from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagSource, TagVector
 
-_tags = cast(Table, Tag.__table__)
-_image_tags = cast(Table, ImageTag.__table__)
-_overrides = cast(Table, TagOverride.__table__)
-_tag_vectors = cast(Table, TagVector.__table__)
-_meta = cast(Table, Meta.__table__)
-_images = cast(Table, Image.__table__)
+_tags = Tag
+_image_tags = ImageTag
+_overrides = TagOverride
+_tag_vectors = TagVector
+_meta = Meta
+_images = Image
 
 T = TypeVar("T")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, select
 
 from indexer.errors import TeachError
 from indexer.models.space import EmbeddingSpace, ModelSlot
@@ -359,8 +359,7 @@ class Tagger:
             vectors = space.vectors()
             # The index in memory and the rows agree inside a writer command; the id filter
             # makes that certain, so no tag can ever point at a photo that just left.
-            emb = Embedding.__table__
-            assert isinstance(emb, Table)
+            emb = Embedding
             present = np.fromiter(
                 conn.execute(select(emb.c.image_id).where(emb.c.model_id == vectors.model_id)).scalars(), np.int64
             )
