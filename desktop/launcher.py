@@ -32,9 +32,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return 2
         return run_app(args[1:])
+    from indexer.cli.quick import run_quick_index
     from indexer.cli.warm_client import run_warm
 
-    answered = run_warm(args)  # search/similar/status answered by a running app or `glimpse watch`
+    # `glimpse index` with nothing to do, and search/similar/status answered by a running app
+    # or `glimpse watch`: both before the engine is imported. Either says None when it can't.
+    answered = run_quick_index(args)
+    if answered is None:
+        answered = run_warm(args)
     if answered is not None:
         return answered
     from indexer.cli.main import main as cli_main

@@ -49,6 +49,7 @@ from store.records import (
 )
 from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Meta, Model, Region
 from store.tags import Assignment, write_automatic_tags
+from store.writer import REVISION_KEY
 
 # Core statements over the ORM tables: bulk executemany without the unit of work.
 _images = Image
@@ -612,6 +613,18 @@ class LibraryStore:
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
+
+    def set_meta_at_next_revision(self, key: str, make: Callable[[int], str]) -> None:
+        """Set ``key`` to ``make(r)``, where ``r`` is the library revision this very command
+        commits (the writer counts every command; see ``store.writer``)."""
+
+        def command(conn: Connection) -> None:
+            row = conn.execute(select(_meta.c.value).where(_meta.c.key == REVISION_KEY)).first()
+            revision = int(row[0]) + 1 if row is not None else 1
+            conn.execute(delete(_meta).where(_meta.c.key == key))
+            conn.execute(insert(_meta).values(key=key, value=make(revision)))
+
+        self.write(command)
 
     def set_meta(self, key: str, value: str | None) -> None:
         """Set (or with None, delete) a library-wide value, as a writer command."""

@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from store.errors import StoreError
 from store.lock import LibraryLock
@@ -100,6 +101,7 @@ class Writer:
                     self._conn = conn
                     try:
                         result = fn(conn)
+                        _bump_revision(conn)
                     finally:
                         self._conn = None
                 self.commands += 1
@@ -120,3 +122,24 @@ class Writer:
                     log.warning("the library writer did not finish within %.0f s", timeout)
         if self._lock is not None:
             self._lock.release()
+
+
+REVISION_KEY = "revision"
+
+
+def _bump_revision(conn: Connection) -> None:
+    """Count committed commands in the library itself (``meta.revision``), in the same transaction.
+
+    A process that finds the revision it recorded knows nothing was written since, without
+    reading what was: ``glimpse index`` with nothing to do checks this (``indexer.cli.quick``).
+    Before the first migration has made the ``meta`` table there is nothing to count.
+    """
+    try:
+        conn.exec_driver_sql(
+            "INSERT INTO meta (key, value) VALUES (?, '1') "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+            (REVISION_KEY,),
+        )
+    except OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise

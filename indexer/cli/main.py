@@ -273,6 +273,8 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
     report: IndexReport | None = _drive(svc.pipeline.run(roots, control), "indexing")
     switched = _continue_switch(svc, control)
     assert report is not None
+    if not args.paths and not control.cancelled:
+        _record_settled(svc, report)
     scan = report.scan
     summary = {
         "found": scan.found if scan else 0,
@@ -308,6 +310,28 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         if len(report.failures) > 20:
             print(f"  ... and {len(report.failures) - 20} more (see `glimpse status`)", file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+def _record_settled(svc: Services, report: IndexReport) -> None:
+    """A rescan that leaves the library settled records so, as its last write, and the next
+    ``glimpse index`` with nothing to do answers in milliseconds (``indexer.cli.quick``)."""
+    from indexer.cli.quick import SETTLED_KEY, stamp
+
+    scan = report.scan
+    space = svc.slot.space
+    if scan is None or scan.offline_roots or scan.unreadable_dirs or svc.settings.regions or space.choice is None:
+        return
+    vectors = svc.pipeline.vectors()
+    state = svc.store.index_state(vectors.model_id)
+    file = index_path(vectors.index_dir, vectors.model_id)
+    if svc.switch.target() is not None or svc.store.pending_images(vectors.model_id) or not state.clean:
+        return
+    if not file.exists() or not svc.tagger.is_current():
+        return
+    model, settings, vocabulary = space.choice.name, svc.paths.settings_file, svc.tagger.vocabulary_path
+    svc.store.set_meta_at_next_revision(
+        SETTLED_KEY, lambda revision: stamp(revision, model, settings, vocabulary, file)
+    )
 
 
 def _continue_switch(svc: Services, control: Control) -> bool:

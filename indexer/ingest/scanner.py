@@ -13,58 +13,18 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from indexer.ingest.walk import FoundFile, is_photo, walk_photos
 from store.library import LibraryStore
 from store.records import ChangedFile, FileState, FolderRecord, MovedFile, NewFile, ScanChanges
 from store.schema import ImageStatus
 
 log = logging.getLogger(__name__)
 
-PHOTO_EXTENSIONS = frozenset(
-    {
-        ".jpg",
-        ".jpeg",
-        ".jpe",
-        ".jfif",
-        ".png",
-        ".webp",
-        ".gif",
-        ".bmp",
-        ".dib",
-        ".tif",
-        ".tiff",
-        ".heic",
-        ".heif",
-        ".hif",
-    }
-)
-# Folders that hold system or application files, never the user's photos.
-SKIP_DIRS = frozenset(
-    {
-        "@eaDir",
-        "#recycle",
-        "#snapshot",
-        "$RECYCLE.BIN",
-        "System Volume Information",
-        "lost+found",
-        "__MACOSX",
-        "node_modules",
-        "Thumbs",
-        ".Trash",
-        ".Trashes",
-    }
-)
 _HASH_BLOCK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class FoundFile:
-    path: str
-    size: int
-    mtime_ns: int
 
 
 @dataclass
@@ -80,66 +40,6 @@ class ScanReport:
     stale_ids: list[int] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # "path: reason", for people
     offline_roots: list[str] = field(default_factory=list)
-
-
-def is_photo(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in PHOTO_EXTENSIONS
-
-
-def _skip_dir(name: str) -> bool:
-    return name.startswith(".") or name in SKIP_DIRS or name.startswith(".Trash-")
-
-
-def walk_photos(
-    root: Path, problems: list[str] | None = None, unreadable: list[str] | None = None
-) -> Iterator[FoundFile]:
-    """Every photo file under ``root``, depth first.
-
-    Hidden and system folders are skipped. Symlinked folders are followed, but each
-    real folder is visited once (by device and inode), so a link loop ends.
-    """
-    try:
-        st = root.stat()
-    except OSError as exc:
-        if problems is not None:
-            problems.append(f"{root}: {exc.strerror}")
-        if unreadable is not None:
-            unreadable.append(str(root))
-        return
-    seen: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
-    stack = [str(root)]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError as exc:
-            log.warning("cannot read folder %s: %s", folder, exc.strerror)
-            if problems is not None:
-                problems.append(f"{folder}: {exc.strerror}")
-            if unreadable is not None:
-                unreadable.append(folder)
-            continue
-        subdirs: list[str] = []
-        for entry in entries:
-            name = entry.name
-            try:
-                if entry.is_dir(follow_symlinks=True):
-                    if _skip_dir(name):
-                        continue
-                    est = entry.stat(follow_symlinks=True)
-                    key = (est.st_dev, est.st_ino)
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    subdirs.append(entry.path)
-                elif is_photo(name) and not name.startswith("."):
-                    est = entry.stat(follow_symlinks=True)
-                    if stat.S_ISREG(est.st_mode):
-                        yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
-            except OSError as exc:  # broken symlink, vanished file, permission
-                log.debug("skipping %s: %s", entry.path, exc)
-        stack.extend(sorted(subdirs, reverse=True))
 
 
 def content_hash(path: str | Path, size: int | None = None) -> str:
