@@ -34,7 +34,7 @@ from store.records import ModelRecord
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the folder layout or the graphs' inputs/outputs change
+FORMAT = 2  # bump when the folder layout, the graphs' inputs/outputs or the tokenizer tables change
 MANIFEST = "manifest.json"
 FAILED = "export-failed.json"
 TOKENIZER = "tokenizer.json"
