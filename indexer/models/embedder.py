@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -354,7 +355,7 @@ class OpenClipEmbedder:
             model = open_clip.create_model(
                 spec.arch, pretrained=str(path), force_preprocess_cfg=preprocess, weights_only=True
             )
-        except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError) as exc:
             raise ModelUnavailableError(
                 f"Could not load the weights of {spec.display} from {path}: {exc}. The file may be damaged "
                 f"or belong to another architecture.",

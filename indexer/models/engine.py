@@ -150,6 +150,9 @@ class ModelEngine:
             self.fallback_reason = f"the ONNX export failed before: {previous.get('reason')}"
             return None
         exporter = OpenClipEmbedder(self.spec, device="cpu", precision="fp32", threads=self._threads)
+        # The model itself must load first: weights that are not on this machine (offline) or do
+        # not fit are the user's error to see as it is, never an export failure to remember.
+        exporter.load()
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             return export_model(exporter, folder)

@@ -163,3 +163,15 @@ def test_prompt_vectors_are_cached_per_model_and_queries_are_not(tmp_path: Path)
         assert len(data["keys"]) == 2 and "my private search" not in str(data["keys"])
     mixed = again.embed_prompts([prompts[0], "a photo of a green heart."])
     assert again.text_calls == calls + 1 and np.array_equal(mixed[0], first[0])
+
+
+def test_weights_that_do_not_load_are_the_users_error_not_a_failed_export(tmp_path: Path) -> None:
+    """Offline or broken weights must stay a clear error, and must not stop a later export."""
+    from indexer.errors import ModelUnavailableError
+
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    engine = ModelEngine(resolve_model("ViT-B-32-256", str(broken)), tmp_path / "models")
+    with pytest.raises(ModelUnavailableError):
+        engine.embed_texts(["x"])
+    assert not list((tmp_path / "models").rglob(f"*{FAILED}"))
