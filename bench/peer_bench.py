@@ -47,11 +47,11 @@ PYENV_312 = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
 
 
 def cpu_flags() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
-            return " ".join(f for f in line.split(":", 1)[1].split() if f in keep)
-    return "unknown"
+    """The flags that decide matmul speed here (the product's own reading of the CPU)."""
+    from indexer.models.embedder import cpu_flags as all_flags
+
+    keep = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni")
+    return " ".join(f for f in keep if f in all_flags()) or "unknown"
 
 
 def ensure_rclip(path: str | None) -> Path:

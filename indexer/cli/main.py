@@ -565,7 +565,7 @@ def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
     """The saved settings with this command's flags on top, validated (a bad value: exit 2).
 
     ``index --regions`` is remembered for the library. The model is not a setting:
-    see :func:`_requested_model`.
+    see :func:`requested_model`.
     """
     settings = Settings.load(paths.settings_file)
     settings.device = args.device if args.device != "auto" else settings.device
@@ -584,14 +584,23 @@ def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
     return settings
 
 
-def _requested_model(args: argparse.Namespace) -> tuple[ModelChoice | None, str]:
+def requested_model(
+    args: argparse.Namespace, environ: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[ModelChoice | None, str]:
     """The model this command asks for (flags win over environment variables), and who asked.
 
     It picks the model of a new library; for an existing one it must be the library's own.
+    ``environ`` and ``cwd`` are the asking process's (a warm request's: ``indexer.cli.warm``);
+    a relative weights path is taken from that working directory.
     """
+    base = Path.cwd() if cwd is None else cwd
+    env = dict(os.environ if environ is None else environ)
     if args.model or args.weights:
-        return ModelChoice(args.model or DEFAULT_MODEL, args.weights), "--model" if args.model else "--weights"
-    return requested_model_from_env()
+        weights = str(base / Path(args.weights).expanduser()) if args.weights else None
+        return ModelChoice(args.model or DEFAULT_MODEL, weights), "--model" if args.model else "--weights"
+    if env.get(WEIGHTS_ENV):
+        env[WEIGHTS_ENV] = str(base / Path(env[WEIGHTS_ENV]).expanduser())
+    return requested_model_from_env(env)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -821,7 +830,7 @@ def _run(args: argparse.Namespace) -> int:
             return cmd_models(args)
         paths = AppPaths.from_env()
         settings = _settings(args, paths)
-        requested, requested_by = _requested_model(args)
+        requested, requested_by = requested_model(args)
         create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
         one_query = args.command in ("search", "similar")  # open the text tower fast: it runs once
         svc = build_services(paths, settings, requested, requested_by, create=create, short_lived=one_query)

@@ -28,10 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from indexer.cli.warm_client import PROTOCOL, WARM_COMMANDS, socket_path
-from indexer.composition import Services, requested_model_from_env
+from indexer.composition import Services
 from indexer.errors import GlimpseError
-from indexer.models.presets import DEFAULT_MODEL
-from indexer.models.space import ModelChoice, choose_model, recorded_model
+from indexer.models.space import choose_model, recorded_model
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +173,9 @@ class WarmServer:
 
     def _check_model(self, args: argparse.Namespace, cwd: Path, env: dict[str, str]) -> None:
         """A model the client asks for must be the library's, exactly as in its own process."""
-        weights = getattr(args, "weights", None) or env.get("GLIMPSE_WEIGHTS")
-        absolute = str(cwd / Path(weights).expanduser()) if weights else None
-        model = getattr(args, "model", None)
-        if model or getattr(args, "weights", None):
-            requested: ModelChoice | None = ModelChoice(model or DEFAULT_MODEL, absolute)
-            by = "--model" if model else "--weights"
-        else:
-            requested, by = requested_model_from_env({**env, **({"GLIMPSE_WEIGHTS": absolute} if absolute else {})})
+        from indexer.cli.main import requested_model
+
+        requested, by = requested_model(args, env, cwd)
         if requested is not None:
             choose_model(recorded_model(self.services.store) or self.services.choice, requested, by)
 

@@ -108,7 +108,8 @@ def pick_device(preference: str = "auto") -> str:
     return "cpu"
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux; empty elsewhere): what bf16 and the benchmarks' reports go by."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -121,7 +122,7 @@ def _cpu_flags() -> set[str]:
 
 def cpu_bf16_is_fast() -> bool:
     """True where bf16 matmul units exist and measurably beat fp32 (checked, not assumed)."""
-    if not ({"amx_bf16", "avx512_bf16"} & _cpu_flags()):
+    if not ({"amx_bf16", "avx512_bf16"} & cpu_flags()):
         return False
     import torch
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from indexer.errors import SettingsError
-from indexer.models.embedder import Embedder, OpenClipEmbedder, _cpu_flags, space_key, spec_weights_id
+from indexer.models.embedder import Embedder, OpenClipEmbedder, cpu_bf16_is_fast, space_key, spec_weights_id
 from indexer.models.measured import SpeedMeter
-from indexer.models.onnx_runtime import FAILED, ExportManifest, OnnxEmbedder, export_dir, onnxruntime_available
+from indexer.models.onnx_runtime import ExportManifest, OnnxEmbedder, export_dir, failed_marker, onnxruntime_available
 from indexer.models.preprocess import PreprocessSpec
 from indexer.models.presets import ModelSpec
 from store.records import ModelRecord
@@ -140,7 +140,7 @@ class ModelEngine:
         """Export once; a failure is remembered per torch/open_clip version, and torch runs instead."""
         from indexer.models.onnx_export import export_model
 
-        failed = folder.with_name(folder.name + "." + FAILED)
+        failed = failed_marker(folder)
         versions = _versions()
         try:
             previous = json.loads(failed.read_text())
@@ -176,15 +176,12 @@ class ModelEngine:
         """A hint before an indexing job of ``count`` photos: a large one may run faster on torch bf16."""
         if self._runtime != "auto" or self._precision != "auto" or count < TORCH_BF16_FROM:
             return
-        if not ({"amx_bf16", "avx512_bf16"} & _cpu_flags()):
-            return
         self.load()
-        if self._onnx is not None and not self._images_on_torch and self._onnx.precision != "int8":
-            from indexer.models.embedder import cpu_bf16_is_fast
-
-            if cpu_bf16_is_fast():
-                log.info("%d photos to embed: images run on torch in bf16 (faster here for a job this size)", count)
-                self._images_on_torch = True
+        fp32_onnx = self._onnx is not None and not self._images_on_torch and self._onnx.precision != "int8"
+        # cpu_bf16_is_fast reads the CPU's flags first: torch is imported only where bf16 units exist.
+        if fp32_onnx and cpu_bf16_is_fast():
+            log.info("%d photos to embed: images run on torch in bf16 (faster here for a job this size)", count)
+            self._images_on_torch = True
 
     # ---- the Embedder protocol -------------------------------------------------------------
 
@@ -341,7 +338,7 @@ def describe_runtime(
         int8 = " (int8)" if manifest.image_int8 and precision == "auto" else ""
         images = "images on PyTorch (GPU)" if gpu_present() and runtime != "onnx" else f"images on ONNX Runtime{int8}"
         return f"{text}, {images} (export {folder})"
-    failed = folder.with_name(folder.name + "." + FAILED)
+    failed = failed_marker(folder)
     if failed.exists():
         try:
             reason = json.loads(failed.read_text()).get("reason")

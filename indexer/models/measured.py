@@ -80,8 +80,3 @@ def measured_rate(models_dir: Path, model: str) -> tuple[float, str] | None:
         return None
     best = [(float(v["images_per_s"]), k) for k, v in rows.items() if isinstance(v, dict) and "images_per_s" in v]
     return max(best) if best else None
-
-
-def describe(models_dir: Path, model: str) -> str:
-    found = measured_rate(models_dir, model)
-    return f"{found[0]:.0f} img/s measured here ({found[1]})" if found else "speed not measured here yet"

@@ -128,10 +128,9 @@ def _towers(model: Any, mean: tuple[float, ...], std: tuple[float, ...], trim: b
     return ImageTower().eval(), (TrimmedTextTower() if trim else TextTower()).eval()
 
 
-def _export_one(module: Any, example: Any, path: Path, input_name: str, dynamic_length: bool = False) -> str:
+def _export_one(module: Any, example: Any, path: Path, input_name: str, dynamic_length: bool = False) -> None:
     """Export with the dynamo exporter (symbolic shapes: a dynamic batch, and a dynamic token count
-    for a trimmed text tower); the TorchScript one (fixed token count) where dynamo fails.
-    Returns which one made the file."""
+    for a trimmed text tower); the TorchScript one (fixed token count) where dynamo fails."""
     import torch
     from torch.export import Dim
 
@@ -145,7 +144,7 @@ def _export_one(module: Any, example: Any, path: Path, input_name: str, dynamic_
             torch.onnx.export(
                 module, (example,), str(path), dynamo=True, dynamic_shapes=(shapes,), opset_version=18, **common
             )
-            return "dynamo"
+            return
         except Exception as exc:  # an architecture torch.export cannot trace
             if dynamic_length:
                 raise ExportError(f"the trimmed text tower does not export ({exc})") from exc
@@ -159,7 +158,6 @@ def _export_one(module: Any, example: Any, path: Path, input_name: str, dynamic_
             dynamic_axes={input_name: {0: "batch"}, "unit_vectors": {0: "batch"}},
             **common,
         )
-        return "torchscript"
 
 
 def _quantise(image: Path) -> str | None:
@@ -244,7 +242,7 @@ def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
             image_int8=_quantise(tmp / "image.onnx"),
             exported_with={"torch": torch.__version__, "open_clip": open_clip.__version__},
         )
-        _verify(embedder, OnnxEmbedder(tmp, manifest, threads=None), size)
+        _verify(embedder, OnnxEmbedder(tmp, manifest, threads=None))
         if manifest.image_int8 is not None and not _int8_agrees(embedder, OnnxEmbedder(tmp, manifest, int8=True)):
             (tmp / manifest.image_int8).unlink()
             manifest = replace(manifest, image_int8=None)
@@ -264,21 +262,24 @@ def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
     return ExportManifest.read(folder) or manifest
 
 
+def _worst_image_cosine(torch_embedder: OpenClipEmbedder, onnx: OnnxEmbedder, count: int, seed: int) -> float:
+    """The lowest cosine between torch's and the export's vectors of ``count`` random images."""
+    size = onnx.preprocess.size
+    pixels = np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+    return float(_cosines(torch_embedder.embed_images(pixels), onnx.embed_images(pixels)).min())
+
+
 def _int8_agrees(torch_embedder: OpenClipEmbedder, int8: OnnxEmbedder) -> bool:
     """The int8 image tower is kept only where it gives torch's vectors too (cosine >= 0.999)."""
-    size = int8.preprocess.size
-    pixels = np.random.default_rng(1).integers(0, 256, (4, size, size, 3), dtype=np.uint8)
-    worst = float(_cosines(torch_embedder.embed_images(pixels), int8.embed_images(pixels)).min())
+    worst = _worst_image_cosine(torch_embedder, int8, count=4, seed=1)
     if worst < MIN_COSINE:
         log.info("int8 image tower dropped: cosine %.5f to torch < %s", worst, MIN_COSINE)
     return worst >= MIN_COSINE
 
 
-def _verify(torch_embedder: OpenClipEmbedder, onnx: OnnxEmbedder, size: int) -> None:
+def _verify(torch_embedder: OpenClipEmbedder, onnx: OnnxEmbedder) -> None:
     """The export must give torch's answers; a mismatch is an error, never a silently worse search."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
-    worst = float(_cosines(torch_embedder.embed_images(pixels), onnx.embed_images(pixels)).min())
+    worst = _worst_image_cosine(torch_embedder, onnx, count=3, seed=0)
     if onnx.has_text:
         texts = [t for t in PROBE_TEXTS if t]
         worst = min(worst, float(_cosines(torch_embedder.embed_texts(texts), onnx.embed_texts(texts)).min()))

@@ -98,6 +98,11 @@ def export_dir(models_dir: Path, key: str, name: str) -> Path:
     return models_dir / "onnx" / f"{readable or 'model'}-{digest}"
 
 
+def failed_marker(folder: Path) -> Path:
+    """Where a failed export of ``folder`` is remembered (beside it: the folder itself never exists then)."""
+    return folder.with_name(f"{folder.name}.{FAILED}")
+
+
 def onnxruntime_available() -> bool:
     """Installed, found without importing it (``glimpse status`` must not pay for the import)."""
     import importlib.util
@@ -138,10 +143,6 @@ class OnnxEmbedder:
 
     def load(self) -> None:
         """Nothing to do: the identity is in the manifest and each tower opens when it is used."""
-
-    @property
-    def loaded(self) -> bool:
-        return True
 
     @property
     def record(self) -> ModelRecord:

@@ -196,7 +196,8 @@ class EmbeddingSpace:
         record_as: str | None = None,
     ) -> None:
         self.store = store
-        self.embedder: Embedder = _CheckedEmbedder(embedder, self)
+        self._checked = _CheckedEmbedder(embedder, self)
+        self.embedder: Embedder = self._checked
         self.index_dir = index_dir
         self.choice = choice
         self.save_interval = save_interval
@@ -210,6 +211,10 @@ class EmbeddingSpace:
         if self.choice is not None and self.choice.key:
             return self.choice.key
         return self.embedder.record.key
+
+    def embed_prompts(self, texts: list[str]) -> np.ndarray:
+        """Tag prompts: through the model's per-machine prompt cache where it has one (the engine)."""
+        return self._checked.embed_prompts(texts)
 
     def check(self, loaded_key: str) -> None:
         """The model that loaded must be the one the library's vectors came from."""

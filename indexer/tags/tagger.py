@@ -237,8 +237,7 @@ class Tagger:
                 groups.setdefault(tag.group, []).append(col)
         background = np.zeros((dim, 0), np.float32)
         if vocab.background:
-            embed = getattr(space.embedder, "embed_prompts", None) or space.embedder.embed_texts
-            bg = embed([t.format(p) for p in vocab.background for t in vocab.templates])
+            bg = space.embed_prompts([t.format(p) for p in vocab.background for t in vocab.templates])
             background = np.ascontiguousarray(bg.T, np.float32)
         return TagModel(
             list(usable),
@@ -262,8 +261,7 @@ class Tagger:
             spans.append((len(texts), len(texts) + len(prompts)))
             texts.extend(prompts)
         started = time.perf_counter()
-        embed = getattr(space.embedder, "embed_prompts", None) or space.embedder.embed_texts
-        embedded = np.concatenate([embed(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+        embedded = np.concatenate([space.embed_prompts(texts[i : i + 256]) for i in range(0, len(texts), 256)])
         self.texts_embedded = len(texts)
         log.info("embedded %d prompts for %d tags in %.1f s", len(texts), len(tags), time.perf_counter() - started)
         out = []
