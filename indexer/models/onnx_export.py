@@ -183,6 +183,27 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12))
 
 
+def _sweep_interrupted(folder: Path) -> None:
+    """Remove what exports killed mid-way left beside ``folder`` (hundreds of MB each); an export
+    another live process is writing right now is left alone."""
+    for stale in folder.parent.glob(f"{folder.name}.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        log.info("removing an interrupted export: %s", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
     """Export ``embedder``'s towers into ``folder`` (fp32, CPU) and return the checked manifest."""
     import open_clip
@@ -194,6 +215,7 @@ def export_model(embedder: OpenClipEmbedder, folder: Path) -> ExportManifest:
     started = time.perf_counter()
     record, spec = embedder.record, embedder.preprocess
     model, tokenizer = embedder.torch_model, embedder.tokenizer
+    _sweep_interrupted(folder)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

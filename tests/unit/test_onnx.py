@@ -175,3 +175,17 @@ def test_weights_that_do_not_load_are_the_users_error_not_a_failed_export(tmp_pa
     with pytest.raises(ModelUnavailableError):
         engine.embed_texts(["x"])
     assert not list((tmp_path / "models").rglob(f"*{FAILED}"))
+
+
+def test_an_export_killed_midway_leaves_no_debris_after_the_next(tmp_path: Path) -> None:
+    """A kill during an export leaves its temporary folder; the next export removes it (not a live one's)."""
+    torch_model = OpenClipEmbedder(resolve_model("toyworld"), device="cpu", precision="fp32")
+    folder = export_dir(tmp_path / "models", expected_key(torch_model.spec), "toyworld")
+    folder.parent.mkdir(parents=True)
+    dead = folder.with_name(f"{folder.name}.tmp-999999999")  # no such process
+    (dead / "image.onnx").parent.mkdir()
+    (dead / "image.onnx").write_bytes(b"half an export")
+    live = folder.with_name(f"{folder.name}.tmp-1")  # pid 1 is alive: another process exporting
+    live.mkdir()
+    export_model(torch_model, folder)
+    assert not dead.exists() and live.exists() and ExportManifest.read(folder) is not None
