@@ -26,8 +26,9 @@ from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
 from desktop.main_window import MainWindow
-from indexer.composition import Settings, build_services
-from indexer.models.space import ModelChoice
+from indexer.composition import build_services
+from indexer.models.choice import ModelChoice
+from indexer.settings import Settings
 from indexer.toyworld.world import write_sample_folder
 from store.paths import AppPaths
 from store.records import EmbeddedImage, NewFile, ScanChanges
@@ -160,8 +161,9 @@ import sys, time
 t0 = time.perf_counter()
 from PySide6.QtWidgets import QApplication
 from desktop.main_window import MainWindow
-from indexer.composition import Settings, build_services
-from indexer.models.space import ModelChoice
+from indexer.composition import build_services
+from indexer.settings import Settings
+from indexer.models.choice import ModelChoice
 from store.paths import AppPaths
 app = QApplication(sys.argv[:1])
 win = MainWindow(build_services(AppPaths.from_env(), Settings(), ModelChoice("toyworld")))

@@ -104,9 +104,10 @@ def gui_clicks(seg: object, clicks: int) -> dict[str, float]:
 
     from desktop.viewer import Viewer
     from desktop.workers import TaskRunner
-    from indexer.composition import Settings, build_services
-    from indexer.models.space import ModelChoice
+    from indexer.composition import build_services
+    from indexer.models.choice import ModelChoice
     from indexer.search.service import SearchResult
+    from indexer.settings import Settings
     from store.paths import AppPaths
 
     app = QApplication.instance() or QApplication([])

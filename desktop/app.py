@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop.main_window import MainWindow
-from indexer.composition import Settings, build_services, requested_model_from_env
+from indexer.composition import build_services
 from indexer.errors import GlimpseError
+from indexer.models.choice import requested_model_from_env
+from indexer.settings import Settings
 from store.paths import AppPaths
 
 log = logging.getLogger(__name__)

@@ -35,11 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from indexer.cli.quick import run_quick_index
     from indexer.cli.warm_client import run_warm
 
-    # `glimpse index` with nothing to do, and search/similar/status answered by a running app
-    # or `glimpse watch`: both before the engine is imported. Either says None when it can't.
+    # Fast paths, before the engine is imported; each says None when it can't answer:
+    # `glimpse index` with nothing to do; search/similar/status answered by a running app or
+    # `glimpse watch`; search/similar on a read-only snapshot of the library.
     answered = run_quick_index(args)
     if answered is None:
         answered = run_warm(args)
+    if answered is None and ("search" in args or "similar" in args):
+        from indexer.cli.snapshot import run_snapshot_query
+
+        answered = run_snapshot_query(args)
     if answered is not None:
         return answered
     from indexer.cli.main import main as cli_main

@@ -19,12 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from indexer.composition import Settings
 from indexer.live.switch import SwitchState
+from indexer.models.choice import ModelChoice
 from indexer.models.measured import measured_rate
 from indexer.models.presets import PRESETS
-from indexer.models.space import ModelChoice
 from indexer.segment.sam import SEGMENTERS
+from indexer.settings import Settings
 from store.paths import HOME_ENV, AppPaths
 
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -24,8 +24,9 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="glimpse-shots-"))
     os.environ["GLIMPSE_HOME"] = str(home / "home")
     from desktop.main_window import MainWindow
-    from indexer.composition import Settings, build_services
-    from indexer.models.space import ModelChoice
+    from indexer.composition import build_services
+    from indexer.models.choice import ModelChoice
+    from indexer.settings import Settings
     from indexer.toyworld.world import write_sample_folder
     from store.paths import AppPaths
 

@@ -17,9 +17,10 @@ writes). Migrations run on the writer, in the same transaction as their stamp.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,21 +30,14 @@ from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.errors import SchemaTooNewError, StoreError
 from store.lock import LibraryLock
-from store.schema import SCHEMA_VERSION, ImageTag, Meta, Region, Tag, TagOverride, TagVector, metadata
+from store.records import SCHEMA_VERSION
+from store.schema import ImageTag, Meta, Region, Tag, TagOverride, TagVector, metadata
 from store.writer import Writer
 
 log = logging.getLogger(__name__)
 
+
 # SQLite's default limit on bound parameters is 32766; stay well below it.
-CHUNK = 5000
-
-
-def chunks(items: Sequence[int], size: int = CHUNK) -> Iterator[Sequence[int]]:
-    """``items`` in slices small enough for one ``IN (...)`` each."""
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def utc_now() -> datetime:
     """Naive UTC, as every timestamp in the library is stored."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -136,6 +130,15 @@ class Database:
             db.close()
             raise
         return db
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The driver's connection inside one read transaction, for the plain-SQL queries of
+        ``store.reads`` (which a read-only snapshot runs without SQLAlchemy)."""
+        with self.read.connect() as conn, conn.begin():
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)
+            yield raw
 
     def close(self) -> None:
         self.writer.close()

@@ -34,20 +34,23 @@ from sqlalchemy import (
     update,
 )
 
-from store.database import CHUNK, Database, chunks, utc_now
+from store import reads
+from store.database import Database, utc_now
 from store.errors import NotFoundError
+from store.reads import CHUNK, chunks
 from store.records import (
     EmbeddedImage,
     FailedImage,
     FileState,
     FolderRecord,
     ImageRecord,
+    ImageStatus,
     IndexStateRecord,
     ModelRecord,
     RegionVector,
     ScanChanges,
 )
-from store.schema import Embedding, Folder, Image, ImageStatus, IndexState, Meta, Model, Region
+from store.schema import Embedding, Folder, Image, IndexState, Meta, Model, Region
 from store.tags import Assignment, write_automatic_tags
 from store.writer import REVISION_KEY
 
@@ -61,16 +64,6 @@ _regions = Region
 _meta = Meta
 
 T = TypeVar("T")
-
-
-def _under(path: str) -> tuple[str, str]:
-    """Bounds for a range query that selects every path strictly under a folder.
-
-    ``path + os.sep`` up to the next character after the separator: a range on
-    the unique index instead of a LIKE, which would need escaping and scan.
-    """
-    prefix = path.rstrip(os.sep) + os.sep
-    return prefix, prefix[:-1] + chr(ord(os.sep) + 1)
 
 
 _FILE_STATE_COLS = (
@@ -89,7 +82,7 @@ def _file_state(r: Row[Any, Any, Any, Any, Any, Any]) -> FileState:
 
 def _path_under(folders: Sequence[str]) -> ColumnElement[bool]:
     """Images under any of ``folders``, as range conditions on the unique path index."""
-    return or_(*(and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(_under, folders)))
+    return or_(*(and_(_images.c.path >= lo, _images.c.path < hi) for lo, hi in map(reads.under_bounds, folders)))
 
 
 def _update_images(conn: Connection, rows: list[dict[str, Any]], **same: Any) -> None:
@@ -367,20 +360,8 @@ class LibraryStore:
         return int(self.write(command))
 
     def models(self) -> list[ModelRecord]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(_models).order_by(_models.c.id)).all()
-        return [
-            ModelRecord(
-                key=r.key,
-                name=r.name,
-                dim=r.dim,
-                preprocess=r.preprocess,
-                pretrained=r.pretrained,
-                weights_id=r.weights_id,
-                id=r.id,
-            )
-            for r in rows
-        ]
+        with self.db.reading() as conn:
+            return reads.models(conn)
 
     # ---- indexing ------------------------------------------------------------------------
 
@@ -509,9 +490,8 @@ class LibraryStore:
                 last = int(ids[-1])
 
     def count_regions(self, model_id: int) -> int:
-        with self.engine.connect() as conn:
-            query = select(func.count()).select_from(_regions).where(_regions.c.model_id == model_id)
-            return int(conn.execute(query).scalar_one())
+        with self.db.reading() as conn:
+            return reads.count_regions(conn, model_id)
 
     # ---- vectors -------------------------------------------------------------------------
 
@@ -540,19 +520,12 @@ class LibraryStore:
                 last = int(ids[-1])
 
     def embedding(self, image_id: int, model_id: int, dim: int) -> np.ndarray | None:
-        with self.engine.connect() as conn:
-            blob = conn.execute(
-                select(_emb.c.vector).where(and_(_emb.c.model_id == model_id, _emb.c.image_id == image_id))
-            ).scalar()
-        return None if blob is None else np.frombuffer(blob, dtype="<f2").reshape(dim).astype(np.float32)
+        with self.db.reading() as conn:
+            return reads.embedding(conn, image_id, model_id, dim)
 
     def index_state(self, model_id: int) -> IndexStateRecord:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_state).where(_state.c.model_id == model_id)).first()
-        if row is None:
-            return IndexStateRecord(0, 0, False)
-        m = row._mapping  # not row.count: Row is a sequence and has a count() method
-        return IndexStateRecord(m["generation"], m["count"], bool(m["clean"]))
+        with self.db.reading() as conn:
+            return reads.index_state(conn, model_id)
 
     def mark_index_saved(self, model_id: int, generation: int, count: int) -> None:
         """Called after the index file for ``generation`` is safely on disk.
@@ -576,23 +549,17 @@ class LibraryStore:
     # ---- queries -------------------------------------------------------------------------
 
     def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
-        out: dict[int, ImageRecord] = {}
-        with self.engine.connect() as conn:
-            for chunk in chunks(list(ids)):
-                for row in conn.execute(select(_images).where(_images.c.id.in_(chunk))):
-                    out[row.id] = _to_record(row)
-        return out
+        with self.db.reading() as conn:
+            return reads.images(conn, ids)
 
     def image_by_path(self, path: str) -> ImageRecord | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(select(_images).where(_images.c.path == path)).first()
-        return None if row is None else _to_record(row)
+        with self.db.reading() as conn:
+            return reads.image_by_path(conn, path)
 
     def ids_under(self, folders: Sequence[str]) -> np.ndarray:
         """Ids of every image under any of ``folders`` (for filtered search)."""
-        with self.engine.connect() as conn:
-            ids = conn.execute(select(_images.c.id).where(_path_under(folders))).scalars().all()
-        return np.asarray(ids, dtype=np.int64)
+        with self.db.reading() as conn:
+            return reads.ids_under(conn, folders)
 
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
@@ -611,8 +578,8 @@ class LibraryStore:
     # ---- bookkeeping ---------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(select(_meta.c.value).where(_meta.c.key == key)).scalar()
+        with self.db.reading() as conn:
+            return reads.get_meta(conn, key)
 
     def set_meta_at_next_revision(self, key: str, make: Callable[[int], str]) -> None:
         """Set ``key`` to ``make(r)``, where ``r`` is the library revision this very command

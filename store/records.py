@@ -9,6 +9,38 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The schema version this code reads and writes (``store.database`` migrates older ones).
+SCHEMA_VERSION = 4
+
+
+class ImageStatus:
+    """Values of ``images.status``.
+
+    ``pending``: found, not yet embedded for the active model. ``indexed``: decoded and
+    embedded. ``failed``: could not be decoded; retried only when size or mtime change.
+    ``missing``: the file vanished and the row waits to be removed or matched to a move.
+    """
+
+    PENDING = "pending"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    MISSING = "missing"
+    ALL = (PENDING, INDEXED, FAILED, MISSING)
+
+
+class TagSource:
+    """Values of ``image_tags.source``: who put a tag on a photo.
+
+    ``zero-shot``: the tag's prompts matched the photo's vector. ``example``: a classifier
+    taught from photos the user marked. ``user``: added by hand; wins over both, and is
+    never touched by re-tagging.
+    """
+
+    ZERO_SHOT = "zero-shot"
+    EXAMPLE = "example"
+    USER = "user"
+    AUTOMATIC = (ZERO_SHOT, EXAMPLE)
+
 
 @dataclass(frozen=True)
 class FolderRecord:

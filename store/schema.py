@@ -24,23 +24,7 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 4
-
-
-class ImageStatus:
-    """Values of ``images.status``.
-
-    ``pending``: found, not yet embedded for the active model. ``indexed``: decoded and
-    embedded. ``failed``: could not be decoded; retried only when size or mtime change.
-    ``missing``: the file vanished and the row waits to be removed or matched to a move.
-    """
-
-    PENDING = "pending"
-    INDEXED = "indexed"
-    FAILED = "failed"
-    MISSING = "missing"
-    ALL = (PENDING, INDEXED, FAILED, MISSING)
-
+from store.records import ImageStatus
 
 # Core tables, not ORM classes: the repositories only ever used Core statements on them,
 # and declaring them through the ORM cost every command an import of sqlalchemy.orm.
@@ -129,20 +113,6 @@ IndexState = Table(
     Column("count", Integer, default=0, nullable=False),
     Column("clean", Boolean, default=False, nullable=False),
 )
-
-
-class TagSource:
-    """Values of ``image_tags.source``: who put a tag on a photo.
-
-    ``zero-shot``: the tag's prompts matched the photo's vector. ``example``: a classifier
-    taught from photos the user marked. ``user``: added by hand; wins over both, and is
-    never touched by re-tagging.
-    """
-
-    ZERO_SHOT = "zero-shot"
-    EXAMPLE = "example"
-    USER = "user"
-    AUTOMATIC = (ZERO_SHOT, EXAMPLE)
 
 
 # One tag of the vocabulary.

@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 import numpy as np
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
-from store.database import Database, chunks, utc_now
+from store import reads
+from store.database import Database, utc_now
 from store.errors import NotFoundError, StoreError
-from store.records import ImageTagRecord, TagRecord, TagVectorRecord
-from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagSource, TagVector
+from store.reads import chunks
+from store.records import ImageTagRecord, TagRecord, TagSource, TagVectorRecord
+from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagVector
 
 _tags = Tag
 _image_tags = ImageTag
@@ -140,11 +142,11 @@ class TagStore:
 
     def tag(self, name: str) -> TagRecord:
         """The tag called ``name`` (case-insensitive), or :class:`NotFoundError`."""
-        with self.engine.connect() as conn:
-            row = _named(conn, name)
-        if row is None:
+        with self.db.reading() as conn:
+            found = reads.tag_named(conn, name)
+        if found is None:
             raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
-        return _tag(row)
+        return found
 
     def find(self, name: str) -> TagRecord | None:
         try:
@@ -226,59 +228,18 @@ class TagStore:
 
     def tags_of(self, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]:
         """The tags each photo carries, best first (tags the user added first of all)."""
-        out: dict[int, list[ImageTagRecord]] = {i: [] for i in image_ids}
-        with self.engine.connect() as conn:
-            for chunk in chunks(list(image_ids)):
-                rows = conn.execute(
-                    select(
-                        _image_tags.c.image_id,
-                        _image_tags.c.tag_id,
-                        _tags.c.name,
-                        _tags.c.grp,
-                        _image_tags.c.source,
-                        _image_tags.c.score,
-                    )
-                    .join(_tags, _tags.c.id == _image_tags.c.tag_id)
-                    .where(and_(_image_tags.c.image_id.in_(chunk), _tags.c.enabled.is_(True)))
-                )
-                for r in rows:
-                    out[r[0]].append(ImageTagRecord(r[1], r[2], r[3], r[4], float(r[5])))
-        for tags in out.values():
-            tags.sort(key=lambda t: (t.source != TagSource.USER, -t.score, t.name))
-        return out
+        with self.db.reading() as conn:
+            return reads.tags_of(conn, image_ids)
 
     def image_ids(self, all_of: Sequence[int] = (), none_of: Sequence[int] = ()) -> np.ndarray:
-        """Ids of photos carrying every tag in ``all_of`` and none in ``none_of``.
-
-        With an empty ``all_of`` this means every photo that has a row in ``images``.
-        """
-        with self.engine.connect() as conn:
-
-            def with_tag(tag_id: int) -> set[int]:
-                query = select(_image_tags.c.image_id).where(_image_tags.c.tag_id == tag_id)
-                return set(conn.execute(query).scalars())
-
-            if all_of:
-                keep = with_tag(all_of[0])
-                for tag_id in all_of[1:]:
-                    keep &= with_tag(tag_id)
-            else:
-                keep = set(conn.execute(select(_images.c.id)).scalars())
-            for tag_id in none_of:
-                keep -= with_tag(tag_id)
-        return np.fromiter(sorted(keep), np.int64, len(keep))
+        """Ids of photos carrying every tag in ``all_of`` and none in ``none_of`` (all photos if none)."""
+        with self.db.reading() as conn:
+            return reads.image_ids(conn, all_of, none_of)
 
     def images_with_tag(self, tag_id: int, limit: int | None = None) -> list[tuple[int, float, str]]:
         """(image_id, score, source) of photos carrying a tag: hand-added first, then by score."""
-        query = (
-            select(_image_tags.c.image_id, _image_tags.c.score, _image_tags.c.source)
-            .where(_image_tags.c.tag_id == tag_id)
-            .order_by((_image_tags.c.source != TagSource.USER), _image_tags.c.score.desc(), _image_tags.c.image_id)
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        with self.engine.connect() as conn:
-            return [(r[0], float(r[1]), r[2]) for r in conn.execute(query)]
+        with self.db.reading() as conn:
+            return reads.images_with_tag(conn, tag_id, limit)
 
     def set_by_user(self, image_ids: Sequence[int], tag_id: int, present: bool) -> None:
         """The user puts a tag on photos, or takes it off: this wins over every re-tagging."""

@@ -23,18 +23,10 @@ import faiss
 import numpy as np
 
 from store.errors import StoreError
+from store.flat import HEADER, MAGIC, SearchHits, index_path, no_hits, top_k
 from store.library import LibraryStore
 
 log = logging.getLogger(__name__)
-
-_MAGIC = b"GLMPVEC1"
-_HEADER = struct.Struct("<8sQQQ")  # magic, generation, count, dim
-
-
-@dataclass(frozen=True)
-class SearchHits:
-    ids: np.ndarray  # int64, best first
-    scores: np.ndarray  # float32 cosine similarity
 
 
 class VectorIndex:
@@ -87,11 +79,10 @@ class VectorIndex:
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
         """The ``k`` nearest vectors to ``query`` (one vector), optionally among ``allowed`` ids."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
-        empty = SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
         with self._lock:
             n = len(self)
             if n == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
-                return empty
+                return no_hits()
             if allowed is None:
                 return self._search_all(q, min(k, n))
             # SearchParameters keeps a raw pointer: the selector must outlive the search call.
@@ -107,11 +98,7 @@ class VectorIndex:
         For a single query FAISS takes a non-BLAS path that measured 1.6x slower here
         (bench/query_bench.py); the vectors are the same, so the results are identical.
         """
-        n = len(self)
-        scores = self._storage() @ q
-        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
-        order = top[np.argsort(-scores[top], kind="stable")]
-        return SearchHits(self._positions()[order], scores[order].astype(np.float32))
+        return top_k(self._storage(), self._positions(), q, k)
 
     def _storage(self) -> np.ndarray:
         """FAISS's own vector storage as an (n, dim) view; valid while the lock is held and nothing changes."""
@@ -161,7 +148,7 @@ class VectorIndex:
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(_HEADER.pack(_MAGIC, generation, count, self.dim))
+                fh.write(HEADER.pack(MAGIC, generation, count, self.dim))
                 fh.write(blob.tobytes())
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -181,9 +168,9 @@ class VectorIndex:
         """
         try:
             with open(path, "rb", buffering=0) as fh:
-                header = fh.read(_HEADER.size)
-                magic, generation, count, file_dim = _HEADER.unpack(header)
-                if magic != _MAGIC or file_dim != dim:
+                header = fh.read(HEADER.size)
+                magic, generation, count, file_dim = HEADER.unpack(header)
+                if magic != MAGIC or file_dim != dim:
                     raise ValueError("not a Glimpse vector index of this dimension")
                 index = faiss.read_index(faiss.PyCallbackIOReader(fh.read, 1 << 22))  # type: ignore[attr-defined]
             if index.ntotal != count or index.d != dim:
@@ -195,10 +182,6 @@ class VectorIndex:
         out._id_array = None
         out.generation = generation
         return out
-
-
-def index_path(index_dir: Path, model_id: int) -> Path:
-    return index_dir / f"model-{model_id}.faiss"
 
 
 def open_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir: Path) -> VectorIndex:

@@ -16,7 +16,6 @@ they must write.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -27,186 +26,39 @@ from typing import TYPE_CHECKING, Any
 
 from indexer.cli import segment as cli_segment
 from indexer.cli import tags as cli_tags
-from indexer.composition import Services, Settings, build_services, requested_model_from_env
+from indexer.cli.answers import json_text, query_text, render_results, similar_text, under
+from indexer.cli.grammar import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    build_parser,
+    requested_model,
+    settings_for,
+    setup_logging,
+)
+from indexer.composition import Services, build_services
 from indexer.errors import GlimpseError, NotFoundError, QueryError
+from indexer.models.choice import ModelChoice, recorded_model
 from indexer.models.engine import describe_runtime
 from indexer.models.measured import measured_rate
-from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, WEIGHTS_ENV, cached_hf_weights, resolve_model
-from indexer.models.space import ModelChoice, recorded_model
-from indexer.search.service import SearchResult
+from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, cached_hf_weights, resolve_model
 from indexer.segment.sam import SEGMENTERS
+from indexer.settings import Settings
 from store.errors import LibraryBusyError
+from store.flat import index_path
 from store.library import LibraryStore
-from store.paths import HOME_ENV, AppPaths
-from store.vectors import index_path
+from store.paths import AppPaths
 
 if TYPE_CHECKING:
     from indexer.ingest.pipeline import Control, IndexReport, Progress
 
 log = logging.getLogger("glimpse")
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_PARTIAL = 3
-EXIT_INTERRUPTED = 130
-
-
-def _common_options(defaults: bool) -> argparse.ArgumentParser:
-    """Options every command takes, before or after its name (``glimpse index --model X`` too).
-
-    The copy given to each command has no defaults (SUPPRESS), so it only sets what was typed.
-    """
-    suppress: dict[str, Any] = {} if defaults else {"default": argparse.SUPPRESS}
-    c = argparse.ArgumentParser(add_help=False)
-    c.add_argument(
-        "--model",
-        help=f"model of a new library: preset or open_clip name (default {DEFAULT_MODEL}; 'toyworld' for the "
-        "bundled test model). An existing library uses its own; switch it with `glimpse model use`",
-        **suppress,
-    )
-    c.add_argument("--weights", help="a weights file for the model, instead of downloading", **suppress)
-    c.add_argument("--device", help="auto (default), cpu, cuda, mps", **({"default": "auto"} if defaults else suppress))
-    c.add_argument("--threads", type=int, help="CPU threads for the model", **suppress)
-    c.add_argument(
-        "--segmenter", help="segmentation model: mobile_sam (default), sam_vit_b, sam_vit_l, sam_vit_h", **suppress
-    )
-    c.add_argument("--sam-weights", help="a SAM / MobileSAM checkpoint file, instead of the model folder", **suppress)
-    c.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        help="-v: Glimpse's steps, -vv: everything",
-        **({"default": 0} if defaults else suppress),
-    )
-    return c
-
-
-def _parser(parser_class: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The command line's grammar (``parser_class``: the warm path's parser raises instead of exiting)."""
-    p = parser_class(
-        prog="glimpse",
-        description="Semantic photo search on your own machine.",
-        epilog=f"Environment: {HOME_ENV} (library folder), {MODEL_ENV}, {WEIGHTS_ENV}.",
-        parents=[_common_options(defaults=True)],
-    )
-    p.add_argument("--version", action=_VersionAction)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    common = _common_options(defaults=False)
-    add_command = sub.add_parser
-
-    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        kwargs.setdefault("parents", [common])
-        return add_command(name, **kwargs)
-
-    sub.add_parser = add_parser  # type: ignore[method-assign]
-
-    s = sub.add_parser("index", help="add folders and index their photos (no folder: rescan all)")
-    s.add_argument("paths", nargs="*", type=Path)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--workers", type=int, help="decode processes (default: one per core)")
-    s.add_argument(
-        "--regions",
-        action=argparse.BooleanOptionalAction,
-        help="also index 5 regions per photo so small objects are found (about 4x the indexing time; remembered)",
-    )
-    s.add_argument("--json", action="store_true", help="print a JSON summary")
-
-    for name, helptext in (
-        ("search", "search by text, image or a combination"),
-        ("similar", "find photos similar to an image"),
-    ):
-        s = sub.add_parser(name, help=helptext)
-        if name == "search":
-            s.add_argument("query", nargs="?", help="the query (leave out with --object or --region)")
-            s.add_argument(
-                "--object", type=Path, metavar="IMAGE", help="search for an object of IMAGE (with --point/--box)"
-            )
-            s.add_argument("--region", type=Path, metavar="IMAGE", help="search for a rectangle of IMAGE (with --box)")
-            cli_segment.add_prompt_arguments(s)
-        else:
-            s.add_argument("image")
-        s.add_argument("-k", "--top", type=_count, default=20, dest="k", help="number of results (default 20)")
-        s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
-        s.add_argument("--tag", action="append", default=[], help="only photos with this tag (repeatable)")
-        s.add_argument("--without-tag", action="append", default=[], help="no photos with this tag (repeatable)")
-        s.add_argument("--json", action="store_true", help="print results as JSON")
-
-    s = sub.add_parser("status", help="what the library holds and whether its index is healthy")
-    s.add_argument("--json", action="store_true")
-    s = sub.add_parser("models", help="model presets and which are on this machine")
-    s.add_argument("--json", action="store_true")
-
-    s = sub.add_parser("watch", help="keep the library up to date as folders change (foreground)")
-    s.add_argument("paths", nargs="*", type=Path, help="folders to add before watching")
-    s.add_argument("--once", action="store_true", help="catch up with changes, then exit")
-    s.add_argument("--json", action="store_true", help="print a JSON summary when it stops")
-
-    s = sub.add_parser("model", help="the library's model: show it, switch to another, cancel a switch")
-    s.add_argument("--json", action="store_true")
-    msub = s.add_subparsers(dest="model_command", metavar="ACTION")
-    m = msub.add_parser("show", help="the model the library uses, and a switch in progress (default)")
-    m.add_argument("--json", action="store_true")
-    m = msub.add_parser("use", help="switch the library to another model (search keeps working meanwhile)")
-    m.add_argument("name", help="a preset (see `glimpse models`), ARCH/TAG, hf-hub:ORG/REPO or local-dir:PATH")
-    m.add_argument("--weights", dest="use_weights", help="a weights file for that model")
-    m.add_argument("--background", action="store_true", help="only start it; `glimpse watch` or the app finish it")
-    m.add_argument("--json", action="store_true")
-    m = msub.add_parser("cancel", help="stop a switch in progress and drop what it embedded")
-    m.add_argument("--json", action="store_true")
-
-    s = sub.add_parser("folders", help="manage the library's folders")
-    fsub = s.add_subparsers(dest="folders_command", metavar="ACTION", required=True)
-    fa = fsub.add_parser("add", help="add a folder (indexed by the next `index` or `watch`)")
-    fa.add_argument("path", type=Path)
-    fa.add_argument("--json", action="store_true")
-    fr = fsub.add_parser("remove", help="forget a folder and its photos (files are not touched)")
-    fr.add_argument("path", type=Path)
-    fr.add_argument("--json", action="store_true")
-    fl = fsub.add_parser("list", help="folders with photo counts")
-    fl.add_argument("--json", action="store_true")
-
-    cli_tags.add_parser(sub)
-    cli_segment.add_parser(sub)
-
-    s = sub.add_parser("doctor", help="check the library's consistency and repair it")
-    s.add_argument("--json", action="store_true")
-    return p
-
-
-class _VersionAction(argparse.Action):
-    """``--version``, looked up only when asked for (reading package metadata costs every command ~18 ms)."""
-
-    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version and exit")
-
-    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
-        sys.stdout.write(f"glimpse {_version()}\n")
-        parser.exit()
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # ~18 ms: only for --version
-
-    try:
-        return version("glimpse")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
-def _count(text: str) -> int:
-    """``-k``: a number of results, at least 1 (argparse turns the ValueError into exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} results makes no sense; ask for 1 or more")
-    return value
-
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(_json_text(data))
+    sys.stdout.write(json_text(data))
 
 
 def _drive(gen: Generator[Progress, None, Any], desc: str) -> Any:
@@ -346,26 +198,9 @@ def _continue_switch(svc: Services, control: Control) -> bool:
     return swapped
 
 
-def _json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def render_results(results: list[SearchResult], as_json: bool) -> str:
-    if as_json:
-        return _json_text([r.to_json() for r in results])
-    if not results:
-        return "No results. Is the library indexed? Try `glimpse status`.\n"
-    return "".join(f"{r.score:7.4f}  {r.path}\n" for r in results)
-
-
-def _under(cwd: Path, path: str | Path) -> Path:
-    """A path the user typed, relative to *their* working directory (a warm request's differs from ours)."""
-    return cwd / Path(path).expanduser()
-
-
 def search_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
     """What ``glimpse search`` prints (shared by the command and the warm path, ``indexer.cli.warm``)."""
-    folders = [str(_under(cwd, f)) for f in args.folder] if args.folder else None
+    folders = [str(under(cwd, f)) for f in args.folder] if args.folder else None
     filters = {"k": args.k, "folders": folders, "tags": args.tag, "without_tags": args.without_tag}
     if args.query and (args.object is not None or args.region is not None):
         raise QueryError(
@@ -375,26 +210,15 @@ def search_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
     if args.object is not None and args.region is not None:
         raise QueryError("Give --object or --region, not both.")
     if args.object is not None:
-        seg = cli_segment.segment_from_args(svc, _under(cwd, args.object), args)
+        seg = cli_segment.segment_from_args(svc, under(cwd, args.object), args)
         return render_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
     if args.region is not None:
         if args.box is None:
             raise QueryError("--region needs --box X0,Y0,X1,Y1 (photo pixels).")
-        return render_results(svc.objects.search_region(_under(cwd, args.region), args.box, **filters), args.json)
+        return render_results(svc.objects.search_region(under(cwd, args.region), args.box, **filters), args.json)
     if not args.query:
         raise QueryError("Give a query, or --object IMAGE --point X,Y, or --region IMAGE --box X0,Y0,X1,Y1.")
-    results = svc.search.search(
-        args.query, k=args.k, folders=folders, base_dir=cwd, tags=args.tag, without_tags=args.without_tag
-    )
-    return render_results(results, args.json)
-
-
-def similar_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
-    image: str = args.image
-    target: str | int = int(image[1:]) if image.startswith("#") and image[1:].isdigit() else str(_under(cwd, image))
-    folders = [str(_under(cwd, f)) for f in args.folder] if args.folder else None
-    results = svc.search.similar(target, k=args.k, folders=folders, tags=args.tag, without_tags=args.without_tag)
-    return render_results(results, args.json)
+    return query_text(svc.search, args, cwd)
 
 
 def cmd_search(svc: Services, args: argparse.Namespace) -> int:
@@ -403,7 +227,7 @@ def cmd_search(svc: Services, args: argparse.Namespace) -> int:
 
 
 def cmd_similar(svc: Services, args: argparse.Namespace) -> int:
-    sys.stdout.write(similar_text(svc, args, Path.cwd()))
+    sys.stdout.write(similar_text(svc.search, args, Path.cwd()))
     return EXIT_OK
 
 
@@ -456,7 +280,7 @@ def status_data(svc: Services) -> dict[str, Any]:
 def status_text(svc: Services, args: argparse.Namespace) -> str:
     data = status_data(svc)
     if args.json:
-        return _json_text(data)
+        return json_text(data)
     active = ModelChoice(data["model"]["name"], data["model"]["weights"])
     lines = [f"Library: {data['library']}", f"Model in use: {active.display}", f"Runs on: {data['runtime']}"]
     if data["switch"] is not None:
@@ -559,62 +383,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         "switch a library with `glimpse model use NAME`; segmenter: --segmenter)"
     )
     return EXIT_OK
-
-
-def _settings(args: argparse.Namespace, paths: AppPaths) -> Settings:
-    """The saved settings with this command's flags on top, validated (a bad value: exit 2).
-
-    ``index --regions`` is remembered for the library. The model is not a setting:
-    see :func:`requested_model`.
-    """
-    settings = Settings.load(paths.settings_file)
-    settings.device = args.device if args.device != "auto" else settings.device
-    settings.threads = args.threads if args.threads is not None else settings.threads
-    settings.segmenter = args.segmenter or settings.segmenter
-    settings.sam_weights = args.sam_weights or settings.sam_weights
-    if args.command == "index":
-        settings.batch_size = args.batch_size if args.batch_size is not None else settings.batch_size
-        settings.decode_workers = args.workers if args.workers is not None else settings.decode_workers
-    settings.validate()
-    if args.command == "index" and args.regions is not None and args.regions != settings.regions:
-        settings.regions = args.regions
-        saved = Settings.load(paths.settings_file)
-        saved.regions = args.regions
-        saved.save(paths.settings_file)
-    return settings
-
-
-def requested_model(
-    args: argparse.Namespace, environ: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[ModelChoice | None, str]:
-    """The model this command asks for (flags win over environment variables), and who asked.
-
-    It picks the model of a new library; for an existing one it must be the library's own.
-    ``environ`` and ``cwd`` are the asking process's (a warm request's: ``indexer.cli.warm``);
-    a relative weights path is taken from that working directory.
-    """
-    base = Path.cwd() if cwd is None else cwd
-    env = dict(os.environ if environ is None else environ)
-    if args.model or args.weights:
-        weights = str(base / Path(args.weights).expanduser()) if args.weights else None
-        return ModelChoice(args.model or DEFAULT_MODEL, weights), "--model" if args.model else "--weights"
-    if env.get(WEIGHTS_ENV):
-        env[WEIGHTS_ENV] = str(base / Path(env[WEIGHTS_ENV]).expanduser())
-    return requested_model_from_env(env)
-
-
-def _setup_logging(verbose: int) -> None:
-    """Quiet by default (the commands print what matters); -v shows Glimpse's steps, -vv everything."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.WARNING, format="%(message)s", stream=sys.stderr
-    )
-    if verbose == 1:
-        for name in ("glimpse", "indexer", "store"):
-            logging.getLogger(name).setLevel(logging.INFO)
-    # Third-party libraries' warnings (timm's deprecations, torch's notices) are for their
-    # developers, not for someone searching photos: logged, shown only with -vv.
-    logging.captureWarnings(True)
-    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose >= 2 else logging.ERROR)
 
 
 def cmd_watch(svc: Services, args: argparse.Namespace) -> int:
@@ -794,9 +562,9 @@ READ_ONLY = {"status", "search", "similar", "doctor", "folders", "tags"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -829,7 +597,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "models":
             return cmd_models(args)
         paths = AppPaths.from_env()
-        settings = _settings(args, paths)
+        settings = settings_for(args, paths)
         requested, requested_by = requested_model(args)
         create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
         one_query = args.command in ("search", "similar")  # open the text tower fast: it runs once

@@ -20,38 +20,6 @@ from indexer.errors import NotFoundError, QueryError
 from indexer.segment.objects import Segmentation, cutout
 
 
-def point(text: str) -> tuple[float, float]:
-    try:
-        x, y = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"a point is X,Y in photo pixels, not {text!r}") from exc
-    return x, y
-
-
-def box(text: str) -> tuple[float, float, float, float]:
-    try:
-        x0, y0, x1, y1 = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"a box is X0,Y0,X1,Y1 in photo pixels, not {text!r}") from exc
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
-
-
-def add_prompt_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--point", type=point, action="append", default=[], metavar="X,Y", help="on the object")
-    p.add_argument("--negative", type=point, action="append", default=[], metavar="X,Y", help="not on it")
-    p.add_argument("--box", type=box, metavar="X0,Y0,X1,Y1", help="a box around the object")
-    p.add_argument("--candidate", type=int, default=1, choices=(1, 2, 3), help="which of the 3 masks (1 = best)")
-
-
-def add_parser(sub: Any) -> None:
-    s = sub.add_parser("segment", help="cut an object out of a photo: points and/or a box -> mask")
-    s.add_argument("image", type=Path)
-    add_prompt_arguments(s)
-    s.add_argument("--out", type=Path, help="write the mask as a PNG (white = object), photo-sized")
-    s.add_argument("--cutout", type=Path, help="write the object as a PNG with transparency")
-    s.add_argument("--json", action="store_true")
-
-
 def _prepare(svc: Services) -> None:
     """Load the segmenter, with a progress bar if its weights are downloaded now."""
     from tqdm import tqdm

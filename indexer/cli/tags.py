@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from indexer.composition import Services
@@ -18,63 +17,6 @@ from indexer.errors import NotFoundError
 from indexer.tags.export import export_sidecars
 from indexer.tags.tagger import RetagReport
 from store.records import TagRecord
-
-
-def add_parser(sub: Any) -> None:
-    s = sub.add_parser("tags", help="automatic tags: vocabulary, tag by hand, teach, export to XMP")
-    tsub = s.add_subparsers(dest="tags_command", metavar="ACTION", required=True)
-
-    a = tsub.add_parser("list", help="tags with photo counts")
-    a.add_argument("--all", action="store_true", help="include disabled tags")
-    a.add_argument("--group", help="only this group")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("add", help="add a tag to the vocabulary, or put it on photos by hand")
-    a.add_argument("tag")
-    a.add_argument("photos", nargs="*", help="photos (paths or #id) to tag by hand; none: add a zero-shot tag")
-    a.add_argument("--prompt", action="append", default=[], help="a phrase the tag matches (repeatable)")
-    a.add_argument("--group", default="mine", help="group for a new tag (default: mine)")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("remove", help="take a tag off photos by hand, or delete it from the vocabulary")
-    a.add_argument("tag")
-    a.add_argument("photos", nargs="*", help="photos to take the tag off; none: delete the tag")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("edit", help="rename a tag, change its prompts, threshold or group, disable it")
-    a.add_argument("tag")
-    a.add_argument("--rename")
-    a.add_argument("--prompt", action="append", help="replace the prompts (repeatable)")
-    a.add_argument("--add-prompt", action="append", default=[], help="add a prompt (repeatable)")
-    a.add_argument("--threshold", type=float, help="probability a photo needs to get the tag (0-1)")
-    a.add_argument("--group")
-    on_off = a.add_mutually_exclusive_group()
-    on_off.add_argument("--enable", action="store_true")
-    on_off.add_argument("--disable", action="store_true")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("apply", help="re-tag the whole library from the stored vectors")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("teach", help="teach a tag from example photos and apply it to the library")
-    a.add_argument("tag")
-    a.add_argument("photos", nargs="+", help="photos that show it (five or more work best)")
-    a.add_argument("--not", dest="negatives", action="append", default=[], help="a photo that does not show it")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("show", help="the tags of photos")
-    a.add_argument("photos", nargs="+")
-    a.add_argument("--json", action="store_true")
-
-    a = tsub.add_parser("export", help="write tags to XMP sidecars (the photos are never modified)")
-    a.add_argument("paths", nargs="*", type=Path, help="photos or folders (default: the whole library)")
-    a.add_argument(
-        "--style",
-        choices=("append", "replace"),
-        default="append",
-        help="append: photo.jpg.xmp (darktable, digiKam; default); replace: photo.xmp (Lightroom)",
-    )
-    a.add_argument("--json", action="store_true")
 
 
 def _print_json(data: Any) -> None:

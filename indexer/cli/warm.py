@@ -30,7 +30,7 @@ from typing import Any
 from indexer.cli.warm_client import PROTOCOL, WARM_COMMANDS, socket_path
 from indexer.composition import Services
 from indexer.errors import GlimpseError
-from indexer.models.space import choose_model, recorded_model
+from indexer.models.choice import choose_model, recorded_model
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,6 @@ SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 class _RefusedError(Exception):
     """The request is one the warm path leaves to the client's own process."""
-
-
-class _QuietParser(argparse.ArgumentParser):
-    """The CLI's parser, raising instead of printing usage and exiting (the client reparses and reports)."""
-
-    def error(self, message: str) -> Any:
-        raise _RefusedError(message)
-
-    def exit(self, status: int = 0, message: str | None = None) -> Any:
-        raise _RefusedError(message or "exit")
 
 
 class WarmServer:
@@ -144,9 +134,12 @@ class WarmServer:
             argv, cwd, env = request.get("argv"), request.get("cwd"), request.get("env") or {}
             if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv) or not isinstance(cwd, str):
                 raise _RefusedError("malformed request")
-            from indexer.cli.main import _parser
+            from indexer.cli.grammar import QuietParser, UsageRefusedError, build_parser
 
-            args = _parser(_QuietParser).parse_args(argv)
+            try:
+                args = build_parser(QuietParser).parse_args(argv)
+            except UsageRefusedError as exc:
+                raise _RefusedError(str(exc)) from exc
             if args.command not in WARM_COMMANDS or getattr(args, "object", None) or getattr(args, "region", None):
                 raise _RefusedError(f"{args.command} runs in the client")
             with self._answer_lock:
@@ -155,7 +148,8 @@ class WarmServer:
             return {"fallback": str(exc)}
 
     def _run(self, args: argparse.Namespace, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-        from indexer.cli.main import search_text, similar_text, status_text
+        from indexer.cli.answers import similar_text
+        from indexer.cli.main import search_text, status_text
 
         svc = self.services
         try:
@@ -163,7 +157,7 @@ class WarmServer:
             if args.command == "search":
                 out = search_text(svc, args, cwd)
             elif args.command == "similar":
-                out = similar_text(svc, args, cwd)
+                out = similar_text(svc.search, args, cwd)
             else:
                 out = status_text(svc, args)
         except GlimpseError as exc:
@@ -173,7 +167,7 @@ class WarmServer:
 
     def _check_model(self, args: argparse.Namespace, cwd: Path, env: dict[str, str]) -> None:
         """A model the client asks for must be the library's, exactly as in its own process."""
-        from indexer.cli.main import requested_model
+        from indexer.cli.grammar import requested_model
 
         requested, by = requested_model(args, env, cwd)
         if requested is not None:

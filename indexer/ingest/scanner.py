@@ -19,8 +19,7 @@ from pathlib import Path
 
 from indexer.ingest.walk import FoundFile, is_photo, walk_photos
 from store.library import LibraryStore
-from store.records import ChangedFile, FileState, FolderRecord, MovedFile, NewFile, ScanChanges
-from store.schema import ImageStatus
+from store.records import ChangedFile, FileState, FolderRecord, ImageStatus, MovedFile, NewFile, ScanChanges
 
 log = logging.getLogger(__name__)
 

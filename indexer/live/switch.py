@@ -20,10 +20,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from indexer.ingest.pipeline import Control, IndexingPipeline, IndexReport, Progress
-from indexer.models.space import ACTIVE_KEY, TARGET_KEY, EmbeddingSpace, ModelChoice, ModelSlot, recorded_model
+from indexer.models.choice import ACTIVE_KEY, TARGET_KEY, ModelChoice, recorded_model
+from indexer.models.space import EmbeddingSpace, ModelSlot
 from indexer.tags.tagger import Tagger
+from store.flat import index_path
 from store.library import LibraryStore
-from store.vectors import index_path
 
 log = logging.getLogger(__name__)
 

@@ -13,22 +13,74 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from indexer.errors import NotFoundError, QueryError
-from indexer.ingest.decode import decode_photo
 from indexer.models.embedder import Embedder
-from indexer.models.space import ModelSlot
 from indexer.search.query import Query, Term, parse_query
-from store.library import LibraryStore
-from store.tags import TagStore
-from store.vectors import ModelVectors
+from store.flat import SearchHits
+from store.records import ImageRecord, ImageTagRecord, TagRecord
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 REGION_SLACK = 0.05  # cosine: how far below the best whole photo a region may score and still count
+
+
+class PhotoReads(Protocol):
+    """What search reads about photos: the library (``store.library.LibraryStore``) or a
+    read-only snapshot of it (``store.snapshot.LibrarySnapshot``); both run the same
+    queries (``store.reads``)."""
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]: ...
+    def image_by_path(self, path: str) -> ImageRecord | None: ...
+    def ids_under(self, folders: Sequence[str]) -> np.ndarray: ...
+    def embedding(self, image_id: int, model_id: int, dim: int) -> np.ndarray | None: ...
+
+
+class TagReads(Protocol):
+    """What tag filters read (``store.tags.TagStore`` or a snapshot)."""
+
+    def tag(self, name: str) -> TagRecord: ...
+    def image_ids(self, all_of: Sequence[int] = (), none_of: Sequence[int] = ()) -> np.ndarray: ...
+    def images_with_tag(self, tag_id: int, limit: int | None = None) -> list[tuple[int, float, str]]: ...
+    def tags_of(self, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]: ...
+
+
+class RegionSearch(Protocol):
+    def __len__(self) -> int: ...
+    def search(self, query: np.ndarray, k: int, allowed_images: np.ndarray | None = None) -> Sequence[RegionMatch]: ...
+
+
+class RegionMatch(Protocol):
+    @property
+    def image_id(self) -> int: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def box(self) -> tuple[float, float, float, float]: ...
+
+
+class VectorReads(Protocol):
+    """One model's vectors: exact search, and its region index (possibly empty)."""
+
+    @property
+    def model_id(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def regions(self) -> RegionSearch: ...
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits: ...
+
+
+class SearchSpace(Protocol):
+    """The model that answers now and its vectors (``indexer.models.space.ModelSlot``)."""
+
+    @property
+    def embedder(self) -> Embedder: ...
+    def vectors(self) -> VectorReads: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +112,7 @@ class SearchResult:
 
 
 class SearchService:
-    def __init__(self, store: LibraryStore, slot: ModelSlot, tags: TagStore | None = None) -> None:
+    def __init__(self, store: PhotoReads, slot: SearchSpace, tags: TagReads | None = None) -> None:
         self.store = store
         self.slot = slot
         self.tags = tags
@@ -70,7 +122,7 @@ class SearchService:
         """The model of the space that answers now (it changes when a model switch completes)."""
         return self.slot.embedder
 
-    def _vectors(self) -> ModelVectors:
+    def _vectors(self) -> VectorReads:
         return self.slot.vectors()
 
     def search(
@@ -195,7 +247,7 @@ class SearchService:
             )
         return results
 
-    def query_vector(self, query: Query, vectors: ModelVectors) -> tuple[np.ndarray, set[int]]:
+    def query_vector(self, query: Query, vectors: VectorReads) -> tuple[np.ndarray, set[int]]:
         """The unit query vector, and the ids of indexed photos used as terms (to leave out)."""
         texts = [t for t in query.terms if t.kind == "text"]
         text_vecs = self.embedder.embed_texts([t.value for t in texts]) if texts else np.empty((0, 0))
@@ -215,7 +267,7 @@ class SearchService:
             raise QueryError("The terms cancel each other out; there is nothing left to search for.")
         return (total / norm).astype(np.float32), query_ids
 
-    def _image_vector(self, term: Term, vectors: ModelVectors) -> tuple[np.ndarray, int | None]:
+    def _image_vector(self, term: Term, vectors: VectorReads) -> tuple[np.ndarray, int | None]:
         if term.kind == "id":
             vec = self.store.embedding(term.image_id, vectors.model_id, vectors.dim)
             if vec is None:
@@ -227,5 +279,7 @@ class SearchService:
             if vec is not None:
                 return vec, rec.id
         # Not in the library (or not embedded yet): decode and embed it now.
+        from indexer.ingest.decode import decode_photo  # Pillow and friends: only for photos outside the library
+
         photo = decode_photo(term.value, self.embedder.preprocess, thumbnail_size=None)
         return self.embedder.embed_images(photo.pixels[None])[0], None

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from store.records import TagRecord
-from store.schema import TagSource
+from store.records import TagRecord, TagSource
 from store.tags import Assignment
 
 CHUNK = 8192

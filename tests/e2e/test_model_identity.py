@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from indexer.models.choice import ACTIVE_KEY, ModelChoice
 from indexer.models.presets import TOYWORLD_DIR
-from indexer.models.space import ACTIVE_KEY, ModelChoice
 from indexer.toyworld.world import all_specs
 from store.library import LibraryStore
 from tests.e2e.test_cli import glimpse_cmd, run

@@ -13,8 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from indexer.composition import Settings, build_services
-from indexer.models.space import ModelChoice
+from indexer.composition import build_services
+from indexer.models.choice import ModelChoice
+from indexer.settings import Settings
 from indexer.toyworld.world import all_specs
 from store.paths import AppPaths
 from tests.e2e.test_cli import glimpse_cmd, run

@@ -20,7 +20,7 @@ from indexer.toyworld.world import all_specs
 from tests.e2e.test_cli import glimpse_cmd, run
 from tests.photos import write_photo
 
-# Runs the real entry point in-process and reports whether the full CLI (and SQL) was needed.
+# Runs the real entry point in-process and reports whether it answered itself (LOCAL) or the watch did (WARM).
 _CLIENT = """
 import sys
 from desktop.launcher import main
@@ -29,7 +29,8 @@ try:
 except SystemExit as exc:  # argparse's usage errors
     code = exc.code
 sys.stdout.flush()
-print("\\nLOCAL" if "indexer.cli.main" in sys.modules else "\\nWARM", code, file=sys.stderr)
+in_process = "indexer.cli.main" in sys.modules or "indexer.cli.snapshot" in sys.modules  # full or snapshot
+print("\\nLOCAL" if in_process else "\\nWARM", code, file=sys.stderr)
 """
 
 

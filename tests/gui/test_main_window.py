@@ -12,9 +12,10 @@ import pytest
 from PySide6.QtCore import QMimeData, Qt, QUrl
 
 from desktop.main_window import MainWindow
-from indexer.composition import Settings, build_services
+from indexer.composition import build_services
+from indexer.models.choice import ModelChoice
 from indexer.models.presets import TOYWORLD_DIR
-from indexer.models.space import ModelChoice
+from indexer.settings import Settings
 from indexer.toyworld.world import ShapeSpec, all_specs
 from store.paths import AppPaths
 from tests.photos import write_photo
@@ -124,7 +125,7 @@ def test_history_paste_and_settings(qtbot, window: MainWindow, tmp_path: Path, p
     from PySide6.QtGui import QGuiApplication, QImage
 
     from desktop.settings_dialog import SettingsDialog
-    from indexer.composition import Settings
+    from indexer.settings import Settings
 
     win = window
     root = tmp_path / "Photos"

@@ -11,9 +11,10 @@ from PySide6.QtGui import QImage
 
 from desktop.viewer import Viewer
 from desktop.workers import TaskRunner
-from indexer.composition import Settings, build_services
-from indexer.models.space import ModelChoice
+from indexer.composition import build_services
+from indexer.models.choice import ModelChoice
 from indexer.search.service import SearchResult
+from indexer.settings import Settings
 from indexer.toyworld.world import ShapeSpec
 from store.paths import AppPaths
 from tests.fakes import FloodFillSegmenter

@@ -15,7 +15,7 @@ from indexer.search.service import SearchService
 from indexer.toyworld.world import all_specs
 from store.library import LibraryStore
 from store.paths import AppPaths
-from store.schema import ImageStatus
+from store.records import ImageStatus
 from tests.photos import write_photo
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from indexer.ingest.scanner import Scanner, content_hash, walk_photos
 from store.library import LibraryStore
-from store.records import EmbeddedImage, FailedImage, ModelRecord
-from store.schema import ImageStatus
+from store.records import EmbeddedImage, FailedImage, ImageStatus, ModelRecord
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

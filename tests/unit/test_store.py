@@ -9,20 +9,20 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from store.database import SCHEMA_VERSION
 from store.errors import NotFoundError, SchemaTooNewError, StoreError
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.records import (
+    SCHEMA_VERSION,
     ChangedFile,
     EmbeddedImage,
     FailedImage,
+    ImageStatus,
     ModelRecord,
     MovedFile,
     NewFile,
     ScanChanges,
 )
-from store.schema import ImageStatus
 from store.tags import TagStore
 
 

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from indexer.composition import Services, Settings, build_services
+from indexer.composition import Services, build_services
 from indexer.errors import ModelMismatchError
 from indexer.ingest.pipeline import Control
+from indexer.models.choice import ModelChoice
 from indexer.models.presets import TOYWORLD_DIR
-from indexer.models.space import ModelChoice
+from indexer.settings import Settings
 from indexer.toyworld.world import all_specs
 from store.paths import AppPaths
 from tests.photos import write_photo

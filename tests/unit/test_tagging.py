@@ -24,8 +24,7 @@ from indexer.toyworld.world import all_specs
 from store.errors import NotFoundError
 from store.library import LibraryStore
 from store.paths import AppPaths
-from store.records import TagRecord
-from store.schema import TagSource
+from store.records import TagRecord, TagSource
 from store.tags import TagStore
 from tests.photos import write_photo
 

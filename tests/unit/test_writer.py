@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import text
 
 from store import database
-from store.database import SCHEMA_VERSION, Database, schema_version
+from store.database import Database, schema_version
 from store.errors import LibraryBusyError, StoreError
 from store.library import LibraryStore
 from store.lock import LibraryLock
+from store.records import SCHEMA_VERSION
 
 
 def test_every_write_runs_on_the_writer_thread_in_order(tmp_path: Path) -> None:
