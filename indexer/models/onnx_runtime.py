@@ -8,7 +8,7 @@ weights digest)::
         manifest.json   identity (the ModelRecord), tokenizer, versions; written last
         text.onnx       tokens -> unit vectors
         image.onnx      uint8 NHWC pixels -> unit vectors (normalisation inside the graph)
-        tokenizer.json  the tokenizer's vocabulary and merges (CLIP BPE)
+        tokenizer.sqlite  the tokenizer's vocabulary and merges (CLIP BPE), read on demand
 
 Each tower is opened on first use, so a text query reads only the text tower and
 indexing only the image tower. Sessions use as many threads as asked (default:
@@ -34,10 +34,10 @@ from store.records import ModelRecord
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the folder layout, the graphs' inputs/outputs or the tokenizer tables change
+FORMAT = 3  # bump when the folder layout, the graphs' inputs/outputs or the tokenizer tables change
 MANIFEST = "manifest.json"
 FAILED = "export-failed.json"
-TOKENIZER = "tokenizer.json"
+TOKENIZER = "tokenizer.sqlite"
 
 
 @dataclass(frozen=True)
