@@ -13,6 +13,8 @@ Rows, each measured in interleaved rounds (Glimpse and rclip alternate, the orde
 flips every round) and reported as medians, from process start to exit:
 
 * ``search``: one text query on a library of the photos, printed results; peak RSS too.
+* ``search_100000``: the same on a large library: the photos plus synthetic ones (random unit
+  vectors written into each tool's own storage; Glimpse rebuilds its vector index from them).
   Glimpse cold (nothing running) and warm (``glimpse watch`` running: the query is
   answered over its socket); rclip with ``-n`` (no re-indexing).
 * ``index_empty``: a new library of an empty folder (the fixed cost).
@@ -161,11 +163,60 @@ def text_encoder_ms(rclip: Path, rclip_env: dict[str, str], seed_home: Path, wei
     return {"glimpse": round(float(ours.stdout.split()[-1]), 1), "rclip": round(float(theirs.stdout.split()[-1]), 1)}
 
 
+_RCLIP_FILL = """
+import sys, numpy as np
+from rclip import db
+path, folder, n, dim = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+d = db.DB(path)
+for i in range(n):
+    d.upsert_image(db.NewImage(filepath=f"{folder}/synthetic/{i:07d}.jpg", modified_at=0.0, size=1,
+                               vector=vectors[i].tobytes(), hash=None), commit=False)
+d.commit()
+d.close()
+"""
+
+
+def grow_glimpse(home: Path, photos: Path, n: int) -> None:
+    """Add ``n`` synthetic photos (random unit vectors) to an indexed library, then let the
+    product rebuild and save its vector index from them (its own repair path)."""
+    import sqlite3
+
+    import numpy as np
+
+    from store.library import LibraryStore
+    from store.paths import AppPaths
+    from store.vectors import rebuild_vector_index
+
+    paths = AppPaths.from_env({"GLIMPSE_HOME": str(home)})
+    (model_id, dim) = sqlite3.connect(paths.database).execute("SELECT id, dim FROM models").fetchone()
+    vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with sqlite3.connect(paths.database) as conn:
+        folder_id = conn.execute("SELECT id FROM folders").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO images (path, folder_id, size, mtime_ns, status) VALUES (?, ?, 1, 0, 'indexed')",
+            ((f"{photos}/synthetic/{i:07d}.jpg", folder_id) for i in range(n)),
+        )
+        first = conn.execute("SELECT min(id) FROM images WHERE path LIKE ?", (f"{photos}/synthetic/%",)).fetchone()[0]
+        conn.executemany(
+            "INSERT INTO embeddings (model_id, image_id, vector) VALUES (?, ?, ?)",
+            ((model_id, first + i, vectors[i].astype("<f2").tobytes()) for i in range(n)),
+        )
+    store = LibraryStore.open(paths.database)
+    try:
+        rebuild_vector_index(store, model_id, dim, paths.index_dir)
+    finally:
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--photos", type=int, default=60)
     parser.add_argument("--rclip", help="an rclip 4.0.x executable (default: a virtualenv made in bench/out)")
+    parser.add_argument("--large", type=int, default=100_000, help="photos in the large-library search row")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from index_bench import make_photos
@@ -206,6 +257,19 @@ def main() -> None:
     subprocess.run([str(rclip), "-t", "1", QUERY], env=rclip_search_env, cwd=photos, check=True,
                    stdout=subprocess.DEVNULL)  # fmt: skip
 
+    # The large library: the same photos plus --large synthetic ones (random unit vectors), in
+    # each tool's own storage (indexing that many real photos would take rclip hours here).
+    big_home = fresh_glimpse(work, "glimpse-large", seed)
+    shutil.copytree(search_home, big_home, dirs_exist_ok=True)
+    grow_glimpse(big_home, photos, args.large)
+    rclip_big_data = work / "rclip-large"
+    shutil.rmtree(rclip_big_data, ignore_errors=True)
+    shutil.copytree(rclip_search_data, rclip_big_data)
+    rclip_python = rclip.parent / "python"
+    subprocess.run([str(rclip_python), "-c", _RCLIP_FILL, str(rclip_big_data / "db.sqlite3"), str(photos),
+                    str(args.large), "512"], check=True)  # fmt: skip
+    rclip_big_env = dict(rclip_env, RCLIP_DATADIR=str(rclip_big_data))
+
     samples: dict[str, list[tuple[float, float]]] = {}
 
     def add(row: str, value: tuple[float, float]) -> None:
@@ -217,12 +281,16 @@ def main() -> None:
             if tool == "glimpse":
                 env = glimpse_env(search_home, weights)
                 add("search/glimpse cold", timed([*glimpse_cmd(), "search", QUERY, "-k", "10"], env))
+                big = glimpse_env(big_home, weights)
+                add(f"search_{args.large}/glimpse cold", timed([*glimpse_cmd(), "search", QUERY, "-k", "10"], big))
                 home = fresh_glimpse(work, "glimpse-empty", seed)
                 add("index_empty/glimpse", timed([*glimpse_cmd(), "index", str(empty)], glimpse_env(home, weights)))
                 home = fresh_glimpse(work, "glimpse-photos", seed)
                 add("index_photos/glimpse", timed([*glimpse_cmd(), "index", str(photos)], glimpse_env(home, weights)))
             else:
                 add("search/rclip", timed([str(rclip), "-n", "-t", "10", QUERY], rclip_search_env, cwd=photos))
+                add(f"search_{args.large}/rclip", timed([str(rclip), "-n", "-t", "10", QUERY], rclip_big_env,
+                                                        cwd=photos))  # fmt: skip
                 fresh_rclip(data)
                 add("index_empty/rclip", timed([str(rclip), "-t", "1", QUERY], rclip_env, cwd=empty))
                 fresh_rclip(data)

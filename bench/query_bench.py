@@ -5,8 +5,10 @@
 The text encoder is timed on each runtime the product has on this CPU: ONNX Runtime
 (fp32, what a CPU query runs on) and torch in fp32 and bf16, reported separately with
 the CPU's flags. Memory: the index is saved as a library saves it, and a fresh process
-loads it the way a search does and embeds one query; its peak RSS is compared with
-the vectors' size plus the text tower's.
+loads it the way a long-lived search does (the app, ``glimpse watch``) and embeds one
+query; its peak RSS is compared with the vectors' size plus the text tower's. A second
+process searches it the way a one-shot ``glimpse search`` does (streamed from the file:
+``store.flat``); its wall time and peak RSS are reported too.
 
 Vectors are synthetic (d=512, normalised, clustered around a few hundred centres so they
 look more like embeddings than uniform noise); the exact index's speed does not depend on
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from index_bench import OUT, random_weights  # bench/ is on sys.path when run as a script
@@ -42,6 +45,18 @@ from indexer.models.presets import resolve_model
 from store.vectors import VectorIndex
 index = VectorIndex.load(Path(sys.argv[1]), int(sys.argv[2]))
 engine = ModelEngine(resolve_model(sys.argv[3], sys.argv[4]), Path(sys.argv[5]))
+index.search(engine.embed_texts(["a dog on a beach at sunset"])[0], 50)
+"""
+
+# What a one-shot `glimpse search` does (indexer.cli.snapshot): the file streamed, not loaded.
+_ONE_SHOT = """
+import sys
+from pathlib import Path
+from indexer.models.engine import ModelEngine
+from indexer.models.presets import resolve_model
+from store.flat import read_flat_index
+index = read_flat_index(Path(sys.argv[1]), int(sys.argv[2]))
+engine = ModelEngine(resolve_model(sys.argv[3], sys.argv[4]), Path(sys.argv[5]), short_lived=True)
 index.search(engine.embed_texts(["a dog on a beach at sunset"])[0], 50)
 """
 
@@ -101,14 +116,18 @@ def main() -> None:
         file = OUT / f"query-index-{n}.faiss"
         index.save(file, 1)
         del index
+
         # GNU time: the process's own peak (a fork of this big process counts its pages until exec).
-        peak = float(
-            subprocess.run(
-                ["/usr/bin/time", "-f", "%M", sys.executable, "-c", _LOAD_AND_QUERY, str(file), str(dim), args.model,
+        def process(script: str, file: Path = file) -> tuple[float, float]:
+            out = subprocess.run(
+                ["/usr/bin/time", "-f", "%e %M", sys.executable, "-c", script, str(file), str(dim), args.model,
                  weights, str(models_dir)],
                 capture_output=True, text=True, check=True,
-            ).stderr.split()[-1]
-        ) / 1024  # fmt: skip
+            ).stderr.split()  # fmt: skip
+            return float(out[-2]), float(out[-1]) / 1024
+
+        _, peak = process(_LOAD_AND_QUERY)
+        one_shot_s, one_shot_peak = process(_ONE_SHOT)
         vectors_mb = n * dim * 4 / 2**20
         file.unlink()
         rows.append(
@@ -120,6 +139,8 @@ def main() -> None:
                 "search_process_peak_rss_mb": round(peak),
                 "vectors_plus_text_tower_mb": round(vectors_mb + text_tower_mb),
                 "rss_ratio": round(peak / (vectors_mb + text_tower_mb), 2),
+                "one_shot_process_s": one_shot_s,
+                "one_shot_process_peak_rss_mb": round(one_shot_peak),
             }
         )
         log.info("%s", rows[-1])

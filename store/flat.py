@@ -5,7 +5,8 @@ The library's vector index (``store.vectors``) is a FAISS ``IndexIDMap2`` over a
 unfiltered query (one BLAS matrix-vector product over FAISS's own storage, measured
 faster than FAISS's single-query path); that arithmetic lives here, so a one-shot
 search can read the same file with NumPy alone and rank it the same way
-(``store.snapshot``), without importing FAISS (~15 MB and 25 ms a command).
+(``store.snapshot``), without importing FAISS (~15 MB and 25 ms a command) and without
+holding the vectors in memory (:class:`FlatIndexFile` streams them).
 
 File layout: the header (:data:`HEADER`: magic, generation, count, dim), then FAISS's
 serialisation of the index: ``IxM2`` + index header, ``IxFI`` + index header, the
@@ -61,23 +62,6 @@ def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> Se
     return SearchHits(ids[order].astype(np.int64), scores[order].astype(np.float32))
 
 
-@dataclass(frozen=True)
-class FlatVectors:
-    """A saved vector index read into memory as two arrays (no FAISS)."""
-
-    generation: int
-    vectors: np.ndarray  # float32 (n, dim), L2-normalised
-    ids: np.ndarray  # int64 (n,): the image id of each row
-
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
-        """The ``k`` nearest vectors to ``query``, optionally among ``allowed`` ids."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.vectors.shape[1])
-        if allowed is None:
-            return top_k(self.vectors, self.ids, q, k)
-        rows = np.flatnonzero(np.isin(self.ids, allowed))
-        return top_k(self.vectors[rows], self.ids[rows], q, k)
-
-
 def _read_exact(fh: BinaryIO, size: int) -> bytes:
     data = fh.read(size)
     if len(data) != size:
@@ -99,30 +83,96 @@ def _read_array(fh: BinaryIO, dtype: type, count: int) -> np.ndarray:
     if n != count:
         raise ValueError(f"expected {count} values, the file has {n}")
     out: np.ndarray = np.empty(count, dtype)
-    view = out.view(np.uint8)
+    _fill(fh, out)
+    return out
+
+
+class FlatIndexFile:
+    """A saved vector index searched straight from its file, a chunk of rows at a time.
+
+    A one-shot search reads every vector once: holding them all (2 GB at a million
+    photos) would only raise the process's peak. Reading :data:`CHUNK_ROWS` rows into
+    one reused buffer keeps a search at the size of that buffer and the ids, whatever the
+    library's size, with the same results as ranking everything at once. The file stays
+    open, so a newer file moved into place meanwhile is never mixed in.
+    """
+
+    CHUNK_ROWS = 16384
+
+    def __init__(self, fh: BinaryIO, generation: int, dim: int, vectors_at: int, ids: np.ndarray) -> None:
+        self._fh = fh
+        self.generation = generation
+        self.dim = dim
+        self._vectors_at = vectors_at
+        self.ids = ids  # int64 (n,): the image id of each row
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:
+        """The ``k`` nearest vectors to ``query``, optionally among ``allowed`` ids."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(self.dim)
+        n = len(self.ids)
+        if n == 0 or k <= 0:
+            return no_hits()
+        buffer: np.ndarray = np.empty((min(self.CHUNK_ROWS, n), self.dim), np.float32)
+        ids_kept: list[np.ndarray] = []
+        scores_kept: list[np.ndarray] = []
+        self._fh.seek(self._vectors_at)
+        for start in range(0, n, self.CHUNK_ROWS):
+            rows = buffer[: min(self.CHUNK_ROWS, n - start)]
+            _fill(self._fh, rows)
+            ids = self.ids[start : start + len(rows)]
+            if allowed is not None:
+                keep = np.isin(ids, allowed)
+                rows, ids = rows[keep], ids[keep]
+            hits = top_k(rows, ids, q, k)
+            ids_kept.append(hits.ids)
+            scores_kept.append(hits.scores)
+        ids_all, scores_all = np.concatenate(ids_kept), np.concatenate(scores_kept)
+        order = np.argsort(-scores_all, kind="stable")[:k]  # candidates are in file order: ties keep it
+        return SearchHits(ids_all[order], scores_all[order])
+
+
+def _fill(fh: BinaryIO, out: np.ndarray) -> None:
+    """Read exactly ``out.nbytes`` bytes into ``out`` (``readinto`` may return less than asked)."""
+    view = out.reshape(-1).view(np.uint8)
     done = 0
-    while done < out.nbytes:  # readinto may return less than asked for; read until full
+    while done < out.nbytes:
         got = fh.readinto(view[done:])  # type: ignore[attr-defined]
         if not got:
             raise ValueError("the file ends early")
         done += got
-    return out
 
 
-def read_flat_index(path: Path, dim: int) -> FlatVectors:
-    """Read a saved vector index of dimension ``dim``; ``StoreError`` if it is damaged or of another kind."""
+def read_flat_index(path: Path, dim: int) -> FlatIndexFile:
+    """Open a saved vector index of dimension ``dim`` for searching (its ids read, its vectors
+    left on disk); ``StoreError`` if it is damaged or of another kind. Close it when done."""
+    fh = open(path, "rb")  # noqa: SIM115 (kept open by the FlatIndexFile, closed by its close())
     try:
-        with open(path, "rb") as fh:
-            magic, generation, count, file_dim = HEADER.unpack(_read_exact(fh, HEADER.size))
-            if magic != MAGIC or file_dim != dim:
-                raise ValueError("not a Glimpse vector index of this dimension")
-            _faiss_header(fh, b"IxM2", dim, count)
-            _faiss_header(fh, b"IxFI", dim, count)
-            vectors = _read_array(fh, np.float32, count * dim).reshape(count, dim)
-            ids = _read_array(fh, np.int64, count)
+        magic, generation, count, file_dim = HEADER.unpack(_read_exact(fh, HEADER.size))
+        if magic != MAGIC or file_dim != dim:
+            raise ValueError("not a Glimpse vector index of this dimension")
+        _faiss_header(fh, b"IxM2", dim, count)
+        _faiss_header(fh, b"IxFI", dim, count)
+        (floats,) = struct.unpack("<Q", _read_exact(fh, 8))
+        if floats != count * dim:
+            raise ValueError(f"expected {count * dim} values, the file has {floats}")
+        vectors_at = fh.tell()
+        fh.seek(vectors_at + count * dim * 4)
+        ids = _read_array(fh, np.int64, count)
+        if fh.read(1):
+            raise ValueError("unexpected data after the ids")
     except (OSError, ValueError, struct.error) as exc:
+        fh.close()
         raise StoreError(f"Vector index {path} is unreadable ({exc}).") from exc
-    return FlatVectors(int(generation), vectors, ids)
+    except BaseException:
+        fh.close()
+        raise
+    return FlatIndexFile(fh, int(generation), dim, vectors_at, ids)
 
 
 class NoRegions:
@@ -141,7 +191,7 @@ class SnapshotVectors:
 
     model_id: int
     dim: int
-    flat: FlatVectors
+    flat: FlatIndexFile
     regions: NoRegions = field(default_factory=NoRegions)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> SearchHits:

@@ -22,7 +22,7 @@ import numpy as np
 
 from store import reads
 from store.errors import NotFoundError, StoreError
-from store.flat import FlatVectors, read_flat_index
+from store.flat import FlatIndexFile, read_flat_index
 from store.records import SCHEMA_VERSION, ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class LibrarySnapshot:
     def __init__(self, conn: sqlite3.Connection, database: Path) -> None:
         self._conn = conn
         self.database = database
+        self._files: list[FlatIndexFile] = []
 
     @classmethod
     def open(cls, database: Path) -> LibrarySnapshot | None:
@@ -58,6 +59,8 @@ class LibrarySnapshot:
         return cls(conn, database)
 
     def close(self) -> None:
+        for file in self._files:
+            file.close()
         self._conn.close()
 
     # ---- library ---------------------------------------------------------------------------
@@ -105,7 +108,7 @@ class LibrarySnapshot:
 
     # ---- vectors ---------------------------------------------------------------------------
 
-    def vectors(self, model_id: int, dim: int, index_file: Path) -> FlatVectors | None:
+    def vectors(self, model_id: int, dim: int, index_file: Path) -> FlatIndexFile | None:
         """The model's saved vector index, if the database vouches for exactly that file
         (clean, same generation, same count), else None: the full store rebuilds it."""
         state = self.index_state(model_id)
@@ -116,6 +119,8 @@ class LibrarySnapshot:
         except StoreError as exc:
             log.debug("%s", exc.message)
             return None
-        if flat.generation != state.generation or len(flat.ids) != state.count:
+        if flat.generation != state.generation or len(flat) != state.count:
+            flat.close()
             return None
+        self._files.append(flat)
         return flat

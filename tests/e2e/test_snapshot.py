@@ -15,7 +15,8 @@ import pytest
 from indexer.cli.main import main as full_main
 from indexer.cli.snapshot import run_snapshot_query
 from indexer.toyworld.world import all_specs
-from store.flat import index_path, read_flat_index
+from store.errors import StoreError
+from store.flat import FlatIndexFile, index_path, read_flat_index
 from store.library import LibraryStore
 from store.paths import AppPaths
 from store.snapshot import LibrarySnapshot
@@ -177,7 +178,10 @@ def test_the_snapshot_reads_what_the_store_reads_at_one_moment(library: tuple[di
         store.close()
 
 
-def test_the_vector_file_reads_the_same_without_faiss(tmp_path: Path) -> None:
+def test_the_vector_file_reads_the_same_without_faiss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Streamed from the file in chunks (tiny ones here, so results merge across many) and
+    ranked as FAISS's copy in memory ranks them."""
+    monkeypatch.setattr(FlatIndexFile, "CHUNK_ROWS", 37)
     rng = np.random.default_rng(7)
     vectors = rng.standard_normal((500, 32)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -188,12 +192,16 @@ def test_the_vector_file_reads_the_same_without_faiss(tmp_path: Path) -> None:
     file = index_path(tmp_path, 1)
     index.save(file, generation=5)
     flat = read_flat_index(file, 32)
-    assert flat.generation == 5 and np.array_equal(flat.ids, index.ids())
+    assert flat.generation == 5 and len(flat) == 480 and np.array_equal(flat.ids, index.ids())
     for query in vectors[[25, 300, 499]]:
         a, b = index.search(query, 10), flat.search(query, 10)
         assert np.array_equal(a.ids, b.ids) and np.allclose(a.scores, b.scores)
         allowed = ids[100:200]
         a, b = index.search(query, 10, allowed), flat.search(query, 10, allowed)
         assert np.array_equal(a.ids, b.ids) and set(b.ids.tolist()) <= set(allowed.tolist())
-    with pytest.raises(Exception, match="unreadable"):
+    flat.close()
+    with pytest.raises(StoreError, match="unreadable"):
         read_flat_index(file, 64)  # another dimension
+    file.write_bytes(file.read_bytes() + b"x")
+    with pytest.raises(StoreError, match="unreadable"):
+        read_flat_index(file, 32)  # more than an index
