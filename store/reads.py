@@ -24,6 +24,7 @@ from datetime import datetime
 
 import numpy as np
 
+from store.errors import NotFoundError
 from store.records import ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord, TagSource
 
 CHUNK = 5000
@@ -152,11 +153,13 @@ def tag_record(row: tuple[object, ...]) -> TagRecord:
     )
 
 
-def tag_named(conn: sqlite3.Connection, name: str) -> TagRecord | None:
-    """The tag called ``name`` (case-insensitive), or None."""
+def tag(conn: sqlite3.Connection, name: str) -> TagRecord:
+    """The tag called ``name`` (case-insensitive), or :class:`NotFoundError`."""
     sql = f"SELECT {_TAG_COLUMNS} FROM tags WHERE lower(name) = ?"
     row = conn.execute(sql, (name.strip().lower(),)).fetchone()
-    return None if row is None else tag_record(row)
+    if row is None:
+        raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
+    return tag_record(row)
 
 
 def tags_of(conn: sqlite3.Connection, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from store import reads
-from store.errors import NotFoundError, StoreError
+from store.errors import StoreError
 from store.flat import FlatIndexFile, read_flat_index
 from store.records import SCHEMA_VERSION, ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord
 
@@ -92,10 +92,7 @@ class LibrarySnapshot:
     # ---- tags ------------------------------------------------------------------------------
 
     def tag(self, name: str) -> TagRecord:
-        found = reads.tag_named(self._conn, name)
-        if found is None:
-            raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
-        return found
+        return reads.tag(self._conn, name)
 
     def tags_of(self, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]:
         return reads.tags_of(self._conn, image_ids)

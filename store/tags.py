@@ -143,10 +143,7 @@ class TagStore:
     def tag(self, name: str) -> TagRecord:
         """The tag called ``name`` (case-insensitive), or :class:`NotFoundError`."""
         with self.db.reading() as conn:
-            found = reads.tag_named(conn, name)
-        if found is None:
-            raise NotFoundError(f'There is no tag called "{name}". See them with: glimpse tags list')
-        return found
+            return reads.tag(conn, name)
 
     def find(self, name: str) -> TagRecord | None:
         try:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from indexer.errors import GlimpseError
 from indexer.models.choice import ModelChoice, requested_model_from_env
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV
 from indexer.settings import Settings
@@ -25,6 +26,11 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_INTERRUPTED = 130
+
+
+def error_text(exc: GlimpseError) -> str:
+    """How every ``glimpse`` command reports a typed error on stderr (its exit code is ``exc.exit_code``)."""
+    return f"glimpse: {exc.title}\n{exc.message}\n"
 
 
 class UsageRefusedError(Exception):

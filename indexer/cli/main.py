@@ -34,6 +34,7 @@ from indexer.cli.grammar import (
     EXIT_PARTIAL,
     EXIT_USAGE,
     build_parser,
+    error_text,
     requested_model,
     settings_for,
     setup_logging,
@@ -46,7 +47,6 @@ from indexer.models.measured import measured_rate
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, cached_hf_weights, resolve_model
 from indexer.segment.sam import SEGMENTERS
 from indexer.settings import Settings
-from store.errors import LibraryBusyError
 from store.flat import index_path
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -608,11 +608,8 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             svc.close()
             _stop_helper_processes()
-    except LibraryBusyError as exc:
-        print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except GlimpseError as exc:
-        print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
+    except GlimpseError as exc:  # LibraryBusyError too: its own title, message and exit code
+        sys.stderr.write(error_text(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("glimpse: interrupted; finished work is saved, run the command again to continue.", file=sys.stderr)

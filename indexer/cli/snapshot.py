@@ -33,6 +33,7 @@ from indexer.cli.grammar import (
     QuietParser,
     UsageRefusedError,
     build_parser,
+    error_text,
     requested_model,
     settings_for,
     setup_logging,
@@ -69,35 +70,42 @@ def open_snapshot_search(
     if snapshot is None:
         return None
     try:
-        recorded = recorded_model(snapshot, ACTIVE_KEY)
-        if recorded is None or not recorded.key:
-            snapshot.close()
-            return None  # a library that has not recorded its model yet: the full command adopts one
-        settings = settings_for(args, paths)
-        check_device(settings.device)
-        requested, requested_by = requested_model(args, dict(environ), cwd)
-        choose_model(recorded, requested, requested_by)  # another model than the library's: the usual error
-        record = next((m for m in snapshot.models() if m.key == recorded.key), None)
-        if record is None or record.id is None or snapshot.count_regions(record.id):
-            snapshot.close()
-            return None
-        flat = snapshot.vectors(record.id, record.dim, index_path(paths.index_dir, record.id))
-        if flat is None:
-            snapshot.close()
-            return None
-        from indexer.models.engine import ModelEngine
-        from indexer.models.presets import resolve_model
-
-        spec = resolve_model(recorded.name, recorded.weights, validate=False)
-        engine = ModelEngine(
-            spec, paths.models_dir, settings.device, settings.precision, settings.threads, settings.runtime, True
-        )
-        embedder = CheckedEmbedder(engine, lambda key: check_weights(recorded, key))
-        space = _SnapshotSpace(embedder, SnapshotVectors(record.id, record.dim, flat))
-        return SearchService(snapshot, space, snapshot), snapshot
+        search = _search_over(snapshot, paths, args, environ, cwd)
     except BaseException:
         snapshot.close()
         raise
+    if search is None:
+        snapshot.close()
+        return None
+    return search, snapshot
+
+
+def _search_over(
+    snapshot: LibrarySnapshot, paths: AppPaths, args: argparse.Namespace, environ: Mapping[str, str], cwd: Path
+) -> SearchService | None:
+    recorded = recorded_model(snapshot, ACTIVE_KEY)
+    if recorded is None or not recorded.key:
+        return None  # a library that has not recorded its model yet: the full command adopts one
+    settings = settings_for(args, paths)
+    check_device(settings.device)
+    requested, requested_by = requested_model(args, dict(environ), cwd)
+    choose_model(recorded, requested, requested_by)  # another model than the library's: the usual error
+    record = next((m for m in snapshot.models() if m.key == recorded.key), None)
+    if record is None or record.id is None or snapshot.count_regions(record.id):
+        return None
+    flat = snapshot.vectors(record.id, record.dim, index_path(paths.index_dir, record.id))
+    if flat is None:
+        return None
+    from indexer.models.engine import ModelEngine
+    from indexer.models.presets import resolve_model
+
+    spec = resolve_model(recorded.name, recorded.weights, validate=False)
+    engine = ModelEngine(
+        spec, paths.models_dir, settings.device, settings.precision, settings.threads, settings.runtime, True
+    )
+    embedder = CheckedEmbedder(engine, lambda key: check_weights(recorded, key))
+    space = _SnapshotSpace(embedder, SnapshotVectors(record.id, record.dim, flat))
+    return SearchService(snapshot, space, snapshot)
 
 
 def run_snapshot_query(
@@ -128,7 +136,7 @@ def run_snapshot_query(
         log.debug("snapshot unusable (%s); running the full command", exc)
         return None  # nothing was printed yet: the full command opens the library its own way
     except GlimpseError as exc:
-        print(f"glimpse: {exc.title}\n{exc.message}", file=sys.stderr)
+        sys.stderr.write(error_text(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print("glimpse: interrupted.", file=sys.stderr)

@@ -149,6 +149,7 @@ class WarmServer:
 
     def _run(self, args: argparse.Namespace, cwd: Path, env: dict[str, str]) -> dict[str, Any]:
         from indexer.cli.answers import similar_text
+        from indexer.cli.grammar import error_text
         from indexer.cli.main import search_text, status_text
 
         svc = self.services
@@ -161,7 +162,7 @@ class WarmServer:
             else:
                 out = status_text(svc, args)
         except GlimpseError as exc:
-            return {"stdout": "", "stderr": f"glimpse: {exc.title}\n{exc.message}\n", "exit": exc.exit_code}
+            return {"stdout": "", "stderr": error_text(exc), "exit": exc.exit_code}
         self.answered += 1
         return {"stdout": out, "stderr": "", "exit": 0}
 
