@@ -37,6 +37,7 @@ from sqlalchemy import (
 from store import reads
 from store.database import Database, utc_now
 from store.errors import NotFoundError
+from store.filenames import to_db
 from store.reads import CHUNK, chunks
 from store.records import (
     EmbeddedImage,
@@ -191,12 +192,12 @@ class LibraryStore:
 
         Ids, vectors and tags stay; returns the ids that moved.
         """
-        n = len(src.rstrip(os.sep))
+        n = len(to_db(src.rstrip(os.sep)))  # SQL below works on the stored form of the paths
 
         def command(conn: Connection) -> Any:
             ids = list(conn.execute(select(_images.c.id).where(_path_under([src]))).scalars())
             if ids:
-                new_path = literal(dst.rstrip(os.sep), String) + func.substr(_images.c.path, n + 1)
+                new_path = literal(to_db(dst.rstrip(os.sep)), String) + func.substr(_images.c.path, n + 1)
                 conn.execute(update(_images).where(_path_under([src])).values(path=new_path, folder_id=folder_id))
             return ids
 

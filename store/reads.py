@@ -25,6 +25,7 @@ from datetime import datetime
 import numpy as np
 
 from store.errors import NotFoundError
+from store.filenames import from_db, to_db
 from store.records import ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord, TagSource
 
 CHUNK = 5000
@@ -56,7 +57,7 @@ def _image(row: tuple[object, ...]) -> ImageRecord:
     (id_, path, folder_id, size, mtime_ns, status, width, height, taken_at, make, model, error, thumb, digest) = row
     return ImageRecord(
         id=int(id_),  # type: ignore[call-overload]
-        path=str(path),
+        path=from_db(str(path)),
         folder_id=folder_id,  # type: ignore[arg-type]
         size=size,  # type: ignore[arg-type]
         mtime_ns=mtime_ns,  # type: ignore[arg-type]
@@ -123,7 +124,7 @@ def images(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ImageRecor
 
 
 def image_by_path(conn: sqlite3.Connection, path: str) -> ImageRecord | None:
-    row = conn.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (path,)).fetchone()
+    row = conn.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE path = ?", (to_db(path),)).fetchone()
     return None if row is None else _image(row)
 
 
@@ -131,7 +132,8 @@ def ids_under(conn: sqlite3.Connection, folders: Sequence[str]) -> np.ndarray:
     """Ids of every image under any of ``folders`` (for filtered search)."""
     found: set[int] = set()
     for lo, hi in map(under_bounds, folders):
-        found.update(r[0] for r in conn.execute("SELECT id FROM images WHERE path >= ? AND path < ?", (lo, hi)))
+        bounds = (to_db(lo), to_db(hi))
+        found.update(r[0] for r in conn.execute("SELECT id FROM images WHERE path >= ? AND path < ?", bounds))
     return np.fromiter(sorted(found), np.int64, len(found))
 
 

@@ -22,9 +22,25 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
 
+from store.filenames import from_db, to_db
 from store.records import ImageStatus
+
+
+class FilePath(TypeDecorator[str]):
+    """A file system path: any bytes a file name holds, stored as valid UTF-8 (``store.filenames``)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else to_db(value)
+
+    def process_result_value(self, value: str | None, dialect: object) -> str | None:
+        return None if value is None else from_db(value)
+
 
 # Core tables, not ORM classes: the repositories only ever used Core statements on them,
 # and declaring them through the ORM cost every command an import of sqlalchemy.orm.
@@ -43,7 +59,7 @@ Folder = Table(
     "folders",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("path", String, unique=True, nullable=False),
+    Column("path", FilePath, unique=True, nullable=False),
     Column("added_at", DateTime, nullable=False),
     Column("enabled", Boolean, default=True, nullable=False),
     # False while the root is unreachable (unplugged drive, share down): its photos stay.
@@ -55,7 +71,7 @@ Image = Table(
     "images",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("path", String, unique=True, nullable=False),
+    Column("path", FilePath, unique=True, nullable=False),
     Column("folder_id", Integer, ForeignKey("folders.id", ondelete="SET NULL"), index=True, nullable=True),
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),

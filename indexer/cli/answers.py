@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from indexer.search.service import SearchResult, SearchService
+from store.filenames import shown
+
+# A byte of a file name that is not UTF-8 (Python's surrogate escape): kept as a JSON
+# ``\udcXX`` escape, which ``json.loads`` + ``os.fsencode`` turn back into the exact name.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
 
 
 def json_text(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    return _ESCAPED_BYTE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
 
 
 def render_results(results: list[SearchResult], as_json: bool) -> str:
@@ -24,7 +31,7 @@ def render_results(results: list[SearchResult], as_json: bool) -> str:
         return json_text([r.to_json() for r in results])
     if not results:
         return "No results. Is the library indexed? Try `glimpse status`.\n"
-    return "".join(f"{r.score:7.4f}  {r.path}\n" for r in results)
+    return "".join(f"{r.score:7.4f}  {shown(r.path)}\n" for r in results)
 
 
 def under(cwd: Path, path: str | Path) -> Path:

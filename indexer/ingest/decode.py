@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import stat
 import struct
 import warnings
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import DecodeError, PhotoVanishedError
 from indexer.models.preprocess import PreprocessSpec
+from store.filenames import shown
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +139,26 @@ def _read_exif(img: Image.Image) -> tuple[int | None, datetime | None, str | Non
     return orient, taken, _clean(exif.get(_TAG_MAKE)), _clean(exif.get(_TAG_MODEL))
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: alpha on white, CMYK and palettes converted, 16-bit scaled."""
+# A panorama wider than this many times its height keeps its centre: the model crops to a
+# square anyway, and a 100,000 × 1 strip scaled to the model's height would need gigabytes.
+MAX_ASPECT = 16
+# Rows converted and reduced at a time: bounds the working copies of a huge photo.
+_STRIP_PIXELS = 4_000_000
+
+
+def _to_rgb(img: Image.Image, peak: float | None = None) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: alpha on white, CMYK and palettes converted, 16-bit scaled.
+
+    ``peak`` is the brightest value of the whole photo for 16-bit and float modes, so that
+    strips of one photo are scaled alike.
+    """
     mode = img.mode
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = float(arr.max()) if arr.size else 0.0
+        arr = np.asarray(img, dtype=np.float32)
+        if peak is None:
+            peak = float(arr.max()) if arr.size else 0.0
         if mode == "F" and peak <= 1.0:
             arr = arr * 255.0
         elif peak > 255.0:
@@ -157,58 +172,138 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _peak(img: Image.Image) -> float | None:
+    """The brightest value of a 16-bit or float photo (no copy of its pixels)."""
+    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return None
+    extrema = img.getextrema()
+    return float(extrema[1]) if isinstance(extrema[1], int | float) else None
+
+
+def _centre_box(w: int, h: int) -> tuple[int, int, int, int]:
+    """The part of a ``w`` × ``h`` photo kept: all of it, or its centre at ``MAX_ASPECT``:1."""
+    if w > MAX_ASPECT * h:
+        keep = MAX_ASPECT * h
+        return (w - keep) // 2, 0, (w - keep) // 2 + keep, h
+    if h > MAX_ASPECT * w:
+        keep = MAX_ASPECT * w
+        return 0, (h - keep) // 2, w, (h - keep) // 2 + keep
+    return 0, 0, w, h
+
+
+def working_image(img: Image.Image, need: int) -> Image.Image:
+    """A loaded photo as the smallest RGB image whose shorter side is still at least ``need``.
+
+    A huge PNG, TIFF or WebP is decoded whole (those formats cannot decode at a lower
+    size, as JPEG's DCT scaling can), so this is where memory is bounded: the photo is
+    converted and reduced by an integer factor a strip of rows at a time, so only the
+    decoded original and the small result exist at once, never a full-size copy.
+    """
+    peak = _peak(img)
+    left, top, right, bottom = _centre_box(*img.size)
+    w, h = right - left, bottom - top
+    # Twice the size needed survives the integer reduction, so the final resample (bicubic,
+    # as open_clip's) still does the last step and the result matches a full-size resize.
+    factor = max(1, min(w, h) // max(2 * need, 1))
+    if factor == 1:  # then at most MAX_ASPECT × (2 × need)² pixels: small
+        part = img if (w, h) == img.size else img.crop((left, top, right, bottom))
+        return _to_rgb(part, peak)
+    out = Image.new("RGB", (w // factor, h // factor))
+    rows = max(factor, (_STRIP_PIXELS // max(w, 1)) // factor * factor)
+    for y in range(0, out.height * factor, rows):
+        y1 = min(y + rows, out.height * factor)
+        strip = _to_rgb(img.crop((left, top + y, left + out.width * factor, top + y1)), peak)
+        out.paste(strip.reduce(factor), (0, y // factor))
+    return out
+
+
+def _open_regular(path: Path) -> io.BufferedReader:
+    """The file at ``path`` opened for reading, if it is a regular file.
+
+    ``O_NONBLOCK`` makes opening a FIFO or a device return at once instead of waiting for
+    a writer forever (a photo replaced by a pipe between scan and decode); ``fstat`` on
+    the open descriptor then refuses anything that is not a plain file.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a pipe, socket or device"
+            raise DecodeError(f"{shown(path.name)}: not a regular file ({kind}); only files are read.")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_photo(
     path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> tuple[Image.Image, PhotoMetadata]:
     """Decode ``path`` to an oriented RGB image whose shorter side is at least ``min_side``
-    (when the file is that large), using DCT scaling for JPEGs."""
+    (when the file is that large) and not much more, using DCT scaling for JPEGs."""
     path = Path(path)
+    name = shown(path.name)
     if ".heic" not in Image.registered_extensions():  # HEIC/HEIF: once per process, when first decoding
         register_heif()
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels  # ours is checked below; Pillow's own must not be lower
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Image.Image = Image.open(path)
+        with warnings.catch_warnings(), _open_regular(path) as fh:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
+            img: Image.Image = Image.open(fh)
             try:
                 w, h = img.size
                 if w <= 0 or h <= 0:
-                    raise DecodeError(f"{path.name}: the image has no pixels ({w}×{h}).")
+                    raise DecodeError(f"{name}: the image has no pixels ({w}×{h}).")
                 if w * h > max_pixels:
-                    raise DecodeError(
-                        f"{path.name}: {w}×{h} pixels ({w * h / 1e6:.0f} MP) is over the "
-                        f"{max_pixels / 1e6:.0f} MP safety limit (possible decompression bomb)."
-                    )
+                    raise DecodeError(over_limit(name, w, h, max_pixels))
                 orientation, taken, make, model = _read_exif(img)
                 if img.format == "JPEG":
                     # draft() keeps both sides >= the request, so the short side stays >= min_side.
                     img.draft(None, (min_side, min_side))
                 img.load()
-                img = ImageOps.exif_transpose(img) or img
-                img = _to_rgb(img)
+                work = working_image(img, min_side)
+                if work is not img:
+                    img.close()
+                    img = work
+                if orientation not in (None, 1):
+                    img = ImageOps.exif_transpose(img) or img
             except BaseException:
                 img.close()
                 raise
     except DecodeError:
         raise
     except FileNotFoundError as exc:
-        raise PhotoVanishedError(f"{path.name}: the file disappeared before it could be read.") from exc
+        raise PhotoVanishedError(f"{name}: the file disappeared before it could be read.") from exc
     except PermissionError as exc:
-        raise DecodeError(f"{path.name}: permission denied.") from exc
+        raise DecodeError(f"{name}: permission denied.") from exc
     except UnidentifiedImageError as exc:
         size = path.stat().st_size if path.exists() else 0
         why = "the file is empty" if size == 0 else "not an image, or a format Glimpse cannot read"
-        raise DecodeError(f"{path.name}: {why}.") from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"{path.name}: over the safety limit on pixels (possible decompression bomb): {exc}") from exc
+        raise DecodeError(f"{name}: {why}.") from exc
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses past twice its limit and quotes that figure; ours is the one limit people see.
+        raise DecodeError(
+            f"{name}: over the {max_pixels / 1e6:.0f} MP safety limit (possible decompression bomb)."
+        ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as exc:
         text = str(exc) or type(exc).__name__
         if "truncated" in text.lower():
             text = "the file is truncated (incomplete download or copy?)"
-        raise DecodeError(f"{path.name}: {text}") from exc
+        raise DecodeError(f"{name}: {text}") from exc
     # The photo's real size as displayed, not the size of the reduced decode.
-    shown = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    meta = PhotoMetadata(shown[0], shown[1], orientation, taken, make, model)
+    shown_size = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    meta = PhotoMetadata(shown_size[0], shown_size[1], orientation, taken, make, model)
     return img, meta
+
+
+def over_limit(name: str, w: int, h: int, max_pixels: int) -> str:
+    """The one message for a photo over the pixel limit (quoted the same everywhere)."""
+    return (
+        f"{name}: {w}×{h} pixels ({w * h / 1e6:.0f} MP) is over the {max_pixels / 1e6:.0f} MP safety limit "
+        "(possible decompression bomb)."
+    )
 
 
 def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
@@ -225,6 +320,11 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         out = Image.new("RGB", (s, s), (spec.fill_color,) * 3)
         out.paste(resized, ((s - nw) // 2, (s - nh) // 2))
     else:  # shortest side to s, then centre crop (torchvision Resize(int) + CenterCrop)
+        if max(w, h) > 4 * min(w, h):
+            # Only the centre survives the crop: cut it first, so a 1 × 100,000 strip is not
+            # scaled up to s × 25,600,000 pixels on the way.
+            img = _centre_square(img)
+            w, h = img.size
         if w <= h:
             nw, nh = s, int(s * h / w)
         else:
@@ -234,6 +334,16 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         top = round((nh - s) / 2.0)
         out = resized.crop((left, top, left + s, top + s))
     return np.asarray(out, dtype=np.uint8)
+
+
+def _centre_square(img: Image.Image) -> Image.Image:
+    """The centre of ``img`` with a margin, wide enough that the final crop is the same."""
+    w, h = img.size
+    side = min(w, h)
+    keep = min(max(w, h), 2 * side)
+    if w > h:
+        return img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
+    return img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
 
 
 def make_thumbnail(img: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:

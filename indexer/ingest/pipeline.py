@@ -15,8 +15,10 @@ every yield. The CLI draws a progress bar from it; the GUI runs it on a worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -37,6 +39,7 @@ from indexer.ingest.thumbnails import ThumbnailCache, thumbnail_key
 from indexer.models.embedder import Embedder
 from indexer.models.preprocess import PreprocessSpec
 from indexer.models.space import ModelSlot
+from store.filenames import shown
 from store.library import LibraryStore
 from store.records import EmbeddedImage, FailedImage, RegionVector
 from store.tags import Assignment
@@ -121,11 +124,12 @@ class DecodePool:
         self._queue = list(reversed(jobs))  # pop() from the end keeps the original order
         self._suspects: list[DecodeJob] = []
         self._paths = {j.image_id: j.path for j in jobs}
-        self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels)
+        self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels, cfg.decode_timeout_s)
         self._job_fn = job_fn
         self._cfg = cfg
         self._max_in_flight = max(cfg.decode_workers * 4, cfg.batch_size * 2)
         self._in_flight: dict[Future[Decoded], DecodeJob] = {}
+        self._started: dict[Future[Decoded], float] = {}
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -134,7 +138,7 @@ class DecodePool:
             self._cfg.decode_workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=init_worker,
-            initargs=(self._cfg.max_pixels, self._cfg.nice),
+            initargs=(self._cfg.max_pixels, self._cfg.nice, os.getpid()),
         )
 
     @property
@@ -145,7 +149,9 @@ class DecodePool:
         return self._paths[image_id]
 
     def _submit(self, job: DecodeJob) -> None:
-        self._in_flight[self._pool.submit(self._job_fn, job, *self._args)] = job
+        future = self._pool.submit(self._job_fn, job, *self._args)
+        self._in_flight[future] = job
+        self._started[future] = time.monotonic()
 
     def pump(self, timeout: float) -> tuple[list[Decoded], list[FailedImage]]:
         """Top up the workers, then collect whatever finishes within ``timeout``."""
@@ -164,13 +170,13 @@ class DecodePool:
         broken = False
         for future in finished:
             job = self._in_flight.pop(future)
+            started = self._started.pop(future, time.monotonic())
             try:
                 result = future.result()
             except BrokenProcessPool:
                 broken = True
                 if alone:
-                    why = f"{Path(job.path).name}: the decoder crashed on this file (damaged or hostile image?)"
-                    bad.append(FailedImage(job.image_id, why))
+                    bad.append(FailedImage(job.image_id, self._crash_reason(job, time.monotonic() - started)))
                 else:
                     self._suspects.append(job)
                 continue
@@ -186,12 +192,25 @@ class DecodePool:
         if broken:
             self._suspects.extend(self._in_flight.values())
             self._in_flight.clear()
+            self._started.clear()
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
         return ok, bad
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def _crash_reason(self, job: DecodeJob, seconds: float) -> str:
+        name = shown(Path(job.path).name)
+        limit = self._cfg.decode_timeout_s
+        if limit and seconds >= limit:
+            return f"{name}: took longer than {limit:.0f} s to decode (stalled file or decoder?)."
+        return f"{name}: the decoder crashed on this file (damaged or hostile image?)"
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers; ``wait=False`` (on Ctrl-C) kills them instead of finishing their photos."""
+        if not wait:
+            for proc in list(getattr(self._pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError, AttributeError):
+                    proc.kill()
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 # ---- the pipeline -------------------------------------------------------------------------
@@ -368,9 +387,13 @@ class IndexingPipeline:
             # Cancelled: keep what the model already finished; the rest stays pending for next time.
             for future, batch in model_batches:
                 self._commit(vectors, batch, *future.result(), [], report)
-        finally:
-            decoder.close()
-            model_thread.shutdown(wait=True)
+        except BaseException:
+            # Ctrl-C or a failed commit: stop now. Photos in flight stay pending, for next time.
+            decoder.close(wait=False)
+            model_thread.shutdown(wait=True, cancel_futures=True)
+            raise
+        decoder.close()
+        model_thread.shutdown(wait=True)
 
     def _embed_batch(self, batch: list[Decoded]) -> tuple[np.ndarray, np.ndarray | None]:
         """Runs on the model thread: the photos' vectors, and their regions' when asked for."""

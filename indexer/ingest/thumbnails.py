@@ -12,7 +12,7 @@ def thumbnail_key(content_hash: str | None, path: str, size: int, mtime_ns: int)
     """The content hash when known; otherwise a digest of the file's identity."""
     if content_hash:
         return content_hash
-    return hashlib.blake2b(f"{path}\0{size}\0{mtime_ns}".encode(), digest_size=16).hexdigest()
+    return hashlib.blake2b(f"{path}\0{size}\0{mtime_ns}".encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
 
 
 class ThumbnailCache:

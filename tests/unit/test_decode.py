@@ -87,7 +87,7 @@ def test_alpha_is_composited_on_white(tmp_path: Path) -> None:
     arr = np.asarray(out)
     assert out.mode == "RGB"
     assert tuple(arr[2, 2]) == (255, 255, 255)
-    assert tuple(arr[40, 40]) == (255, 0, 0)
+    assert tuple(arr[arr.shape[0] // 2, arr.shape[1] // 2]) == (255, 0, 0)
 
 
 def test_palette_with_transparency(tmp_path: Path) -> None:
@@ -199,3 +199,79 @@ def test_thumbnail_comes_from_the_same_decode(tmp_path: Path) -> None:
     assert photo.thumbnail is not None
     thumb = Image.open(io.BytesIO(photo.thumbnail))
     assert thumb.format == "JPEG" and max(thumb.size) == 256 and thumb.size == (256, 192)
+
+
+def test_only_regular_files_are_opened(tmp_path: Path) -> None:
+    """A FIFO put where a photo was would block a plain open() forever; it is refused at once."""
+    import os
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError, match="not a regular file"):
+        open_photo(fifo, 64)
+    with pytest.raises(DecodeError, match="not a regular file"):
+        open_photo(tmp_path, 64)
+
+
+@pytest.mark.parametrize("size", [(1, 100_000), (100_000, 1), (60_000, 3)])
+def test_extreme_aspect_ratios_are_cut_to_their_centre_before_scaling(tmp_path: Path, size: tuple[int, int]) -> None:
+    """A 470-byte 1 × 100,000 PNG once needed gigabytes: its short side was scaled up to the model's."""
+    path = tmp_path / "strip.png"
+    Image.new("RGB", size, (0, 200, 0)).save(path)
+    photo = decode_photo(path, SPEC, thumbnail_size=32)
+    assert photo.pixels.shape == (64, 64, 3)
+    assert tuple(photo.pixels[32, 32]) == (0, 200, 0)
+    assert (photo.metadata.width, photo.metadata.height) == size  # the real size is still reported
+    img, _ = open_photo(path, 64)
+    assert max(img.size) <= 16 * max(1, min(img.size)), img.size  # only the centre is kept
+
+
+def test_a_large_png_is_reduced_strip_by_strip_to_near_the_size_needed(tmp_path: Path) -> None:
+    """PNG has no reduced decode; the working image is made from strips, not a full-size copy,
+    and keeps its colours, alpha on white and a 16-bit photo's scale across strips."""
+    path = tmp_path / "big.png"
+    img = Image.new("RGBA", (4100, 3000), (0, 0, 0, 0))
+    img.paste((255, 0, 0, 255), (0, 0, 2050, 3000))
+    img.save(path)
+    out, meta = open_photo(path, 100)
+    assert (meta.width, meta.height) == (4100, 3000)
+    assert 200 <= min(out.size) < 400 and out.mode == "RGB"
+    arr = np.asarray(out)
+    assert tuple(arr[arr.shape[0] // 2, 5]) == (255, 0, 0)
+    assert tuple(arr[arr.shape[0] // 2, -5]) == (255, 255, 255)
+    grey = np.zeros((3000, 2000), np.uint16)
+    grey[:] = 30000
+    Image.fromarray(grey).save(tmp_path / "grey16.png")
+    out16, _ = open_photo(tmp_path / "grey16.png", 100)
+    values = np.asarray(out16)[..., 0]
+    assert values.min() == values.max() == round(30000 * 255 / 65535)
+
+
+def test_the_pixel_limit_is_one_figure_in_every_message(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    Image.new("L", (5000, 3000)).save(path)
+    with pytest.raises(DecodeError, match=r"15 MP\) is over the 10 MP safety limit"):
+        open_photo(path, 64, max_pixels=10_000_000)
+    from PIL import Image as PILImage
+
+    saved = PILImage.MAX_IMAGE_PIXELS
+    PILImage.MAX_IMAGE_PIXELS = 1_000_000  # Pillow refuses past twice its own limit, before ours is read
+    try:
+        with pytest.raises(DecodeError, match=r"over the 1 MP safety limit") as err:
+            open_photo(path, 64, max_pixels=1_000_000)
+        assert "2000000" not in str(err.value) and "2 MP" not in str(err.value)
+    finally:
+        PILImage.MAX_IMAGE_PIXELS = saved
+
+
+def test_a_name_that_is_not_utf8_is_decoded_and_shown_escaped(tmp_path: Path) -> None:
+    import os
+
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png"))
+    path.write_bytes(b"not a png")
+    with pytest.raises(DecodeError) as err:
+        open_photo(path, 64)
+    assert "caf\\xe9.png" in err.value.message
+    err.value.message.encode("utf-8")  # storable and printable
+    Image.new("RGB", (80, 80), (1, 2, 3)).save(path, format="PNG")
+    assert decode_photo(path, SPEC).pixels.shape == (64, 64, 3)

@@ -206,3 +206,31 @@ def _drain(gen):  # type: ignore[no-untyped-def]
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def test_a_stalled_decode_is_failed_with_a_reason_and_the_rest_decode(tmp_path: Path) -> None:
+    """A photo that stalls past the time limit is failed, whether the stall can be interrupted
+    (soft limit) or not (the worker is killed and replaced); the others decode normally."""
+    from indexer.ingest.decode_worker import DecodeJob
+    from indexer.ingest.pipeline import DecodePool
+    from indexer.models.preprocess import PreprocessSpec
+    from tests.crashy import stall_on_named
+
+    paths = [write_photo(tmp_path / f"ok{i}.jpg", all_specs()[i], seed=i) for i in range(6)]
+    paths.insert(2, write_photo(tmp_path / "stall.jpg", all_specs()[0], seed=98))
+    paths.insert(5, write_photo(tmp_path / "hang.jpg", all_specs()[0], seed=99))
+    jobs = [DecodeJob(i, str(p), None) for i, p in enumerate(paths)]
+    spec = PreprocessSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    cfg = PipelineConfig(batch_size=4, decode_workers=2, decode_timeout_s=1.0)
+    pool = DecodePool(jobs, spec, cfg, None, job_fn=stall_on_named)
+    ok, bad = [], []
+    try:
+        while not pool.exhausted:
+            good, failed = pool.pump(timeout=0.1)
+            ok += good
+            bad += failed
+    finally:
+        pool.close()
+    assert sorted(d.job.image_id for d in ok) == [i for i in range(8) if i not in (2, 5)]
+    assert sorted(f.image_id for f in bad) == [2, 5]
+    assert all("took longer than 1 s to decode" in f.error for f in bad), bad

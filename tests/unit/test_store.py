@@ -44,7 +44,7 @@ def _vec(values: list[float]) -> bytes:
 
 def _add(store: LibraryStore, root: str, names: list[str]) -> dict[str, int]:
     folder = store.add_folder(root)
-    store.apply_scan(ScanChanges(new=[NewFile(f"{root}/{n}", folder.id, 10, 1, f"h-{n}") for n in names]))
+    store.apply_scan(ScanChanges(new=[NewFile(f"{root}/{n}", folder.id, 10, 1, f"h-{i}") for i, n in enumerate(names)]))
     return {p[len(root) + 1 :]: s.id for p, s in store.files_under(root).items()}
 
 
@@ -192,3 +192,25 @@ def test_move_tree_rewrites_paths_and_keeps_ids(store: LibraryStore) -> None:
     assert store.image_by_path("/p/albumx/c.jpg") is not None
     assert sorted(store.remove_under("/p/Holidays 2024")) == sorted(moved)
     assert list(store.files_under("/p")) == ["/p/albumx/c.jpg"]
+
+
+def test_file_names_that_are_not_utf8_are_stored_losslessly(store: LibraryStore) -> None:
+    """Latin-1 names from old drives arrive as surrogate escapes; SQLite text must be UTF-8."""
+    import os
+
+    root = os.fsdecode(b"/photos/\xe9t\xe9")  # the folder's name is not UTF-8 either
+    names = [os.fsdecode(b"caf\xe9.jpg"), "caf\u00e9.jpg", "odd \ufffd00 name.jpg", "\ufffd.jpg"]
+    ids = _add(store, root, names)
+    assert sorted(ids) == sorted(names)  # four distinct rows, each name back exactly
+    assert [f.path for f in store.folders()] == [root]
+    for name, image_id in ids.items():
+        record = store.image_by_path(f"{root}/{name}")
+        assert (
+            record is not None and record.id == image_id and os.fsencode(record.path) == os.fsencode(f"{root}/{name}")
+        )
+    assert sorted(store.ids_under([root]).tolist()) == sorted(ids.values())
+    moved = store.move_tree(root, os.fsdecode(b"/photos/n\xf6"), None)
+    assert sorted(moved) == sorted(ids.values())
+    assert store.image_by_path(os.fsdecode(b"/photos/n\xf6/caf\xe9.jpg")).id == ids[names[0]]
+    raw = sqlite3.connect(store.db.path).execute("SELECT path FROM images ORDER BY id").fetchall()
+    assert all(isinstance(p, str) for (p,) in raw)  # valid UTF-8 text on disk, readable by any tool
