@@ -80,6 +80,7 @@ class LibraryLock:
         self.poll = poll
         self._fh: IO[bytes] | None = None
         self._guard = threading.Lock()
+        self._give_up = threading.Event()
 
     @property
     def held(self) -> bool:
@@ -131,7 +132,14 @@ class LibraryLock:
                     f"The library {self.path.parent} is in use by {owner}, which did not finish within "
                     f"{self.timeout:.0f} s. Close it, or run this command when it is done."
                 )
-            time.sleep(self.poll)
+            if self._give_up.wait(self.poll):
+                raise LibraryBusyError(
+                    f"Stopped waiting for the library {self.path.parent}, which is in use by {owner}."
+                )
+
+    def stop_waiting(self) -> None:
+        """Make a wait in :meth:`acquire` (on another thread) give up now: the process is stopping."""
+        self._give_up.set()
 
     def release(self) -> None:
         with self._guard:

@@ -113,6 +113,8 @@ class Writer:
     def close(self, timeout: float = 30.0) -> None:
         """Finish the queued commands, stop the thread and give up the library lock."""
         self._closed = True
+        if self._lock is not None:
+            self._lock.stop_waiting()  # a command waiting for another process's lock gives up
         thread = self._thread
         if thread is not None:
             self._queue.put(_STOP)

@@ -117,3 +117,64 @@ def test_killed_while_applying_a_folder_move(tmp_path: Path, env: dict[str, str]
     _kill(proc)
     after = _assert_consistent(tmp_path / "home", root, env)
     assert after == before, "a moved photo keeps its id (and so its vector), whenever the kill came"
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, waiting to be reaped
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_kill_9_of_index_leaves_no_decode_worker_behind(tmp_path: Path, env: dict[str, str]) -> None:
+    """Workers and multiprocessing's resource tracker used to outlive a killed `glimpse index`."""
+    _library(tmp_path / "photos", 300)
+    env["GLIMPSE_HOME"] = str(tmp_path / "glimpse-home")
+    proc = subprocess.Popen(
+        [*glimpse_cmd(), "index", str(tmp_path / "photos")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(kids := _children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and len(kids) >= 2, "the decode workers never started"
+    proc.kill()  # the process itself, not its group: what an OOM killer or `kill -9 PID` does
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [k for k in kids if _alive(k)]
+
+
+@pytest.mark.parametrize("command", ["index", "watch"])
+def test_ctrl_c_stops_index_and_watch_while_they_work(tmp_path: Path, env: dict[str, str], command: str) -> None:
+    _library(tmp_path / "photos", 300)
+    env["GLIMPSE_HOME"] = str(tmp_path / "glimpse-home")
+    proc = subprocess.Popen(
+        [*glimpse_cmd(), command, str(tmp_path / "photos")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
+    while len(_children(proc.pid)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kids = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), err
+    assert "Traceback" not in err
+    assert not [k for k in kids if _alive(k)]
+    check = run(["doctor"], env)  # what was committed is consistent
+    assert "The library is consistent." in check.stdout, check.stdout + check.stderr
