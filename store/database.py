@@ -28,10 +28,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
+from store.backup import backup_note, backup_path, take_backup
+from store.diskerrors import disk_error, is_disk_error
 from store.errors import SchemaTooNewError, StoreError
 from store.lock import LibraryLock
 from store.records import SCHEMA_VERSION
-from store.schema import ImageTag, Meta, Region, Tag, TagOverride, TagVector, metadata
+from store.schema import ImageTag, Meta, Region, ScanProblem, Tag, TagOverride, TagVector, metadata
 from store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,15 @@ def _v3_to_v4(conn: Connection) -> None:
     metadata.create_all(conn, tables=[Region])
 
 
+def _v4_to_v5(conn: Connection) -> None:
+    """v5: a digest of each vector-index file, and what scans could not read."""
+    conn.execute(text("ALTER TABLE index_state ADD COLUMN digest VARCHAR"))
+    metadata.create_all(conn, tables=[ScanProblem])
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
 # created directly at SCHEMA_VERSION from the current models.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
@@ -86,12 +94,43 @@ def create_library_engine(path: Path, immediate: bool = False) -> Engine:
     return engine
 
 
+# SQLite's answers that mean the file itself is not a sound database (as opposed to a disk
+# that is full, read-only or refusing access, where the file is fine and nothing is lost).
+_DAMAGED = {"SQLITE_NOTADB", "SQLITE_CORRUPT"}
+
+
 def _unreadable(path: Path, exc: OperationalError | DatabaseError) -> StoreError:
+    """A typed error for a database that cannot be opened, with advice that loses nothing."""
+    orig = exc.orig
+    name = getattr(orig, "sqlite_errorname", "")
+    if name in _DAMAGED or name.startswith("SQLITE_CORRUPT"):
+        return damaged_database(path, str(orig))
+    if is_disk_error(exc):
+        return disk_error(path, exc)
     return StoreError(
-        f"Cannot open the library database {path}: {exc.orig}. If the file is damaged, "
-        "move it aside; Glimpse will create a new one and re-index your folders.",
+        f"Cannot open the library database {path}: {orig}. Nothing was changed. {backup_note(path)}",
         title="Library database unreadable",
     )
+
+
+def damaged_database(path: Path, why: str) -> StoreError:
+    return StoreError(
+        f"The library database {path} is damaged ({why}). Nothing was changed: Glimpse will not "
+        f"write over it. {backup_note(path)}",
+        title="Library database damaged",
+    )
+
+
+def _empty_but_used(path: Path) -> bool:
+    """A 0-byte database file where a library was (a backup or vector files beside it): a
+    truncated library, not a new one. SQLite would silently start an empty library in it."""
+    if not path.is_file() or path.stat().st_size != 0:
+        return False
+    wal = Path(f"{path}-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        return False  # a new library whose pages are still in the WAL
+    vectors = path.parent / "vectors"
+    return backup_path(path).is_file() or (vectors.is_dir() and any(vectors.iterdir()))
 
 
 class Database:
@@ -112,6 +151,8 @@ class Database:
     def open(cls, path: Path, lock: LibraryLock | None = None) -> Database:
         """Open (creating and migrating as needed) the library database at ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        if _empty_but_used(path):
+            raise damaged_database(path, "the file is empty: 0 bytes")
         db = cls(path, lock)
         try:
             with db.read.connect() as conn:
@@ -139,6 +180,10 @@ class Database:
             raw = conn.connection.driver_connection
             assert isinstance(raw, sqlite3.Connection)
             yield raw
+
+    def backup(self, min_interval_s: float = 0.0) -> Path | None:
+        """Refresh the one rotating backup (``store.backup``) if the library changed since."""
+        return take_backup(self.path, min_interval_s)
 
     def close(self) -> None:
         self.writer.close()

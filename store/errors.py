@@ -55,3 +55,10 @@ class NoLibraryError(NotFoundError):
     """A read-only command was run where no library exists yet; it must not create one."""
 
     title = "No library yet"
+
+
+class DiskError(StoreError):
+    """The disk under the library is full, read-only or refuses access; the library itself is intact."""
+
+    title = "Library disk problem"
+    exit_code = 74  # EX_IOERR

@@ -16,6 +16,7 @@ the int64s).
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,49 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from store.errors import StoreError
+from store.records import IndexStateRecord
 
 MAGIC = b"GLMPVEC1"
 HEADER = struct.Struct("<8sQQQ")  # magic, generation, count, dim
 # FAISS's index header: d (int32), ntotal (int64), two unused int64s, is_trained (uint8), metric (int32).
 _FAISS_HEADER = struct.Struct("<iqqqBi")
 _METRIC_INNER_PRODUCT = 0
+
+
+def new_digest() -> Any:
+    """The digest of a vector-index file (BLAKE2b: about 1 GB/s here, so 2 s at a million photos)."""
+    return hashlib.blake2b(digest_size=16)
+
+
+def file_digest(path: Path) -> str:
+    """The digest of a whole vector-index file, read in 4 MiB blocks."""
+    digest = new_digest()
+    with open(path, "rb", buffering=0) as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return str(digest.hexdigest())
+
+
+def file_problem(path: Path, dim: int, state: IndexStateRecord) -> str | None:
+    """Why the vector-index file at ``path`` is not the one the database vouches for, or None.
+
+    Cheap (the headers, the ids and the file's length, never the vectors): ``glimpse status``
+    and the open path run it. The full digest is ``glimpse doctor``'s.
+    """
+    if not path.is_file():
+        return "missing"
+    if not state.clean:
+        return "stale"
+    try:
+        flat = read_flat_index(path, dim)
+    except StoreError:
+        return "damaged"
+    try:
+        if flat.generation != state.generation or len(flat) != state.count:
+            return "stale"
+    finally:
+        flat.close()
+    return None
 
 
 def index_path(index_dir: Path, model_id: int) -> Path:

@@ -528,7 +528,7 @@ class LibraryStore:
         with self.db.reading() as conn:
             return reads.index_state(conn, model_id)
 
-    def mark_index_saved(self, model_id: int, generation: int, count: int) -> None:
+    def mark_index_saved(self, model_id: int, generation: int, count: int, digest: str | None = None) -> None:
         """Called after the index file for ``generation`` is safely on disk.
 
         Only marks clean if the embedding count still matches, so a save that raced a
@@ -542,7 +542,7 @@ class LibraryStore:
             conn.execute(
                 update(_state)
                 .where(_state.c.model_id == model_id)
-                .values(generation=generation, count=count, clean=(actual == count))
+                .values(generation=generation, count=count, clean=(actual == count), digest=digest)
             )
 
         self.write(command)

@@ -99,8 +99,12 @@ def models(conn: sqlite3.Connection) -> list[ModelRecord]:
 
 
 def index_state(conn: sqlite3.Connection, model_id: int) -> IndexStateRecord:
-    row = conn.execute("SELECT generation, count, clean FROM index_state WHERE model_id = ?", (model_id,)).fetchone()
-    return IndexStateRecord(0, 0, False) if row is None else IndexStateRecord(int(row[0]), int(row[1]), bool(row[2]))
+    row = conn.execute(
+        "SELECT generation, count, clean, digest FROM index_state WHERE model_id = ?", (model_id,)
+    ).fetchone()
+    if row is None:
+        return IndexStateRecord(0, 0, False)
+    return IndexStateRecord(int(row[0]), int(row[1]), bool(row[2]), row[3])
 
 
 def count_regions(conn: sqlite3.Connection, model_id: int) -> int:

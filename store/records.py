@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # The schema version this code reads and writes (``store.database`` migrates older ones).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class ImageStatus:
@@ -160,6 +160,7 @@ class IndexStateRecord:
     generation: int
     count: int
     clean: bool
+    digest: str | None = None  # BLAKE2b of the saved file, checked in full by ``glimpse doctor``
 
 
 @dataclass(frozen=True)

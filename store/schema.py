@@ -128,6 +128,21 @@ IndexState = Table(
     Column("generation", Integer, default=0, nullable=False),
     Column("count", Integer, default=0, nullable=False),
     Column("clean", Boolean, default=False, nullable=False),
+    # A digest of the whole file as saved: a file whose structure is intact but whose
+    # vectors were changed (swapped rows, a bad disk) is caught by it (``glimpse doctor``).
+    Column("digest", String, nullable=True),
+)
+
+
+# What the last scan of each folder could not read (a folder without permission, a file
+# it could not stat), for ``glimpse status`` and the app's failure list. Photos that fail
+# to decode have their reason on their own row (``images.error``).
+ScanProblem = Table(
+    "scan_problems",
+    metadata,
+    Column("path", FilePath, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("seen_at", DateTime, nullable=False),
 )
 
 

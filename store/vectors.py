@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 from store.errors import StoreError
-from store.flat import HEADER, MAGIC, SearchHits, index_path, no_hits, top_k
+from store.flat import HEADER, MAGIC, SearchHits, index_path, new_digest, no_hits, top_k
 from store.library import LibraryStore
 
 log = logging.getLogger(__name__)
@@ -139,17 +139,20 @@ class VectorIndex:
 
     # ---- persistence --------------------------------------------------------------------
 
-    def save(self, path: Path, generation: int) -> None:
-        """Write atomically: temp file in the same folder, fsync, ``os.replace``."""
+    def save(self, path: Path, generation: int) -> str:
+        """Write atomically (temp file in the same folder, fsync, ``os.replace``); returns the
+        file's digest, which the database records so that ``glimpse doctor`` can check it."""
         with self._lock:
             blob = faiss.serialize_index(self._index)
             count = len(self)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        digest = new_digest()
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(HEADER.pack(MAGIC, generation, count, self.dim))
-                fh.write(blob.tobytes())
+                for part in (HEADER.pack(MAGIC, generation, count, self.dim), blob.data):
+                    digest.update(part)
+                    fh.write(part)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -157,6 +160,7 @@ class VectorIndex:
             Path(tmp).unlink(missing_ok=True)
             raise
         self.generation = generation
+        return digest.hexdigest()
 
     @classmethod
     def load(cls, path: Path, dim: int) -> VectorIndex:
@@ -256,8 +260,8 @@ def save_vector_index(store: LibraryStore, model_id: int, index: VectorIndex, in
 
     def command(_conn: object) -> None:
         generation = max(store.index_state(model_id).generation, index.generation) + 1
-        index.save(index_path(index_dir, model_id), generation)
-        store.mark_index_saved(model_id, generation, len(index))
+        digest = index.save(index_path(index_dir, model_id), generation)
+        store.mark_index_saved(model_id, generation, len(index), digest)
 
     store.write(command)
 

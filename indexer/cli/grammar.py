@@ -167,6 +167,11 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
 
     s = sub.add_parser("doctor", help="check the library's consistency and repair it")
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--restore-backup",
+        action="store_true",
+        help="put the last backup of the library database in place of a damaged one (which is moved aside)",
+    )
     return p
 
 

@@ -24,6 +24,8 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from indexer.cli import segment as cli_segment
 from indexer.cli import tags as cli_tags
 from indexer.cli.answers import json_text, query_text, render_results, similar_text, under
@@ -47,7 +49,8 @@ from indexer.models.measured import measured_rate
 from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, cached_hf_weights, resolve_model
 from indexer.segment.sam import SEGMENTERS
 from indexer.settings import Settings
-from store.flat import index_path
+from store.diskerrors import disk_error, is_disk_error
+from store.flat import file_problem, index_path
 from store.library import LibraryStore
 from store.paths import AppPaths
 
@@ -125,6 +128,8 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
     report: IndexReport | None = _drive(svc.pipeline.run(roots, control), "indexing")
     switched = _continue_switch(svc, control)
     assert report is not None
+    if not control.cancelled:
+        svc.store.db.backup()  # the one rotating backup, after a run that changed something
     if not args.paths and not control.cancelled:
         _record_settled(svc, report)
     scan = report.scan
@@ -161,7 +166,10 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
             print(f"  failed: {path}: {error}", file=sys.stderr)
         if len(report.failures) > 20:
             print(f"  ... and {len(report.failures) - 20} more (see `glimpse status`)", file=sys.stderr)
-    return EXIT_PARTIAL if report.failed else EXIT_OK
+        for problem in scan.unreadable_dirs if scan else []:
+            print(f"  cannot read folder {problem}", file=sys.stderr)
+    unreadable = bool(scan and scan.unreadable_dirs)
+    return EXIT_PARTIAL if report.failed or unreadable else EXIT_OK
 
 
 def _record_settled(svc: Services, report: IndexReport) -> None:
@@ -239,8 +247,10 @@ def status_data(svc: Services) -> dict[str, Any]:
         assert rec.id is not None
         state = store.index_state(rec.id)
         stored = store.count_embeddings(rec.id)
-        file = index_path(svc.paths.index_dir, rec.id)
-        healthy = state.clean and file.exists() and state.count == stored
+        problem = file_problem(index_path(svc.paths.index_dir, rec.id), rec.dim, state)
+        if problem is None and state.count != stored:
+            problem = "stale"
+        index = "ok" if problem is None else f"{problem} (rebuilt from the library on next use)"
         models.append(
             {
                 "key": rec.key,
@@ -248,7 +258,7 @@ def status_data(svc: Services) -> dict[str, Any]:
                 "dim": rec.dim,
                 "vectors": stored,
                 "regions": store.count_regions(rec.id),
-                "index": "ok" if healthy else "stale (rebuilt on next use)",
+                "index": index,
                 "index_generation": state.generation,
             }
         )
@@ -479,6 +489,22 @@ def cmd_folders(svc: Services, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restore_backup(paths: AppPaths) -> int:
+    """Put the backup in place of a damaged database; runs before (and instead of) opening it."""
+    from store.backup import restore_backup
+    from store.lock import LibraryLock
+
+    lock = LibraryLock(paths.data_dir / "library.lock", timeout=10.0)
+    lock.acquire()  # no other Glimpse may have the library open while its file is swapped
+    try:
+        aside = restore_backup(paths.database)
+    finally:
+        lock.release()
+    print(f"Restored the library database from its backup. The previous file was moved to {aside}.")
+    print("Run `glimpse index` to bring it up to date with your folders.")
+    return EXIT_OK
+
+
 def cmd_doctor(svc: Services, args: argparse.Namespace) -> int:
     from indexer.live.doctor import run_doctor
 
@@ -597,6 +623,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.command == "models":
             return cmd_models(args)
         paths = AppPaths.from_env()
+        if args.command == "doctor" and args.restore_backup:
+            return cmd_restore_backup(paths)
         settings = settings_for(args, paths)
         requested, requested_by = requested_model(args)
         create = args.command not in READ_ONLY or (args.command == "folders" and args.folders_command == "add")
@@ -611,6 +639,12 @@ def _run(args: argparse.Namespace) -> int:
     except GlimpseError as exc:  # LibraryBusyError too: its own title, message and exit code
         sys.stderr.write(error_text(exc))
         return exc.exit_code
+    except (OSError, SQLAlchemyError) as exc:
+        if not is_disk_error(exc):
+            raise
+        error = disk_error(AppPaths.from_env().database, exc)  # a full or read-only disk: nothing lost
+        sys.stderr.write(error_text(error))
+        return error.exit_code
     except KeyboardInterrupt:
         print("glimpse: interrupted; finished work is saved, run the command again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -3,21 +3,31 @@
 Checks, in order: SQLite's own integrity check; every photo row against the disk
 (files gone from reachable folders are removed, changed files go back to pending);
 embeddings without a photo; each model's vector index against the database (by
-generation and by the exact set of ids), rebuilt when they differ; leftover
-temporary files from interrupted saves.
+generation, by the digest recorded when it was saved, by the exact set of ids and by a
+sample of the vectors themselves), rebuilt when they differ; leftover temporary files
+from interrupted saves.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import text
 
 from indexer.ingest.scanner import Scanner
+from store.flat import file_digest
 from store.library import LibraryStore
 from store.vectors import VectorIndex, claim_index_dir, index_path, rebuild_vector_index
+
+# Vectors compared one by one between the index and the database. Swapped rows change the
+# digest too; the sample also catches an index that was wrong before it was saved.
+SAMPLE = 2000
+# float16 storage is exact in the index (it holds the rounded values); anything above
+# this is another vector.
+_TOLERANCE = 1e-3
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +127,29 @@ def _check_index(store: LibraryStore, model_id: int, dim: int, key: str, index_d
                 )
             elif not state.clean or index.generation != state.generation:
                 reason = "the index file is not the generation the library recorded"
+            elif state.digest is not None and file_digest(path) != state.digest:
+                reason = "the index file's contents changed after it was saved (its digest differs)"
+            else:
+                reason = _sample_problem(store, model_id, dim, index, sorted(expected))
     if reason is None:
         report.checks.append(f"vector index for {key}: ok ({len(expected)} vectors)")
         return
     rebuild_vector_index(store, model_id, dim, index_dir)
     report.repairs.append(f"rebuilt the vector index for {key} from the library: {reason}")
+
+
+def _sample_problem(store: LibraryStore, model_id: int, dim: int, index: VectorIndex, ids: list[int]) -> str | None:
+    """Compare up to ``SAMPLE`` vectors of the index with the library's; why they differ, or None."""
+    sample = ids if len(ids) <= SAMPLE else random.Random(len(ids)).sample(ids, SAMPLE)
+    wrong = 0
+    for image_id in sample:
+        stored = store.embedding(image_id, model_id, dim)
+        held = index.get([image_id])
+        if stored is None or len(held) == 0 or float(abs(held[0] - stored).max()) > _TOLERANCE:
+            wrong += 1
+    if wrong:
+        return f"{wrong} of {len(sample)} sampled vectors in the index differ from the library's"
+    return None
 
 
 def _check_thumbnails(store: LibraryStore, thumbnails_dir: Path, report: DoctorReport) -> None:

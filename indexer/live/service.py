@@ -34,6 +34,7 @@ from indexer.ingest.scanner import ScanReport
 from indexer.live.switch import ModelSwitch
 from indexer.live.watcher import ChangeBatch, EventCoalescer, FolderWatcher, TreeChange, WatchMode
 from indexer.tags.tagger import Tagger
+from store.diskerrors import disk_error, is_disk_error
 from store.errors import GlimpseError, NotFoundError
 from store.library import LibraryStore
 from store.vectors import claim_index_dir
@@ -55,6 +56,9 @@ class ServiceStatus:
     folders: tuple[WatchMode, ...] = ()
     offline: tuple[str, ...] = ()
     message: str | None = None
+
+
+BACKUP_INTERVAL_S = 600.0
 
 
 @dataclass
@@ -214,7 +218,11 @@ class LibraryService:
                 if not batch and self.events.pending == 0:
                     self._set_idle()
         except BaseException as exc:  # surfaced through wait_idle and the status message
-            log.exception("library service stopped by an error")
+            if is_disk_error(exc):  # a full or read-only disk: one plain message, no traceback
+                exc = disk_error(self.store.db.path, exc)
+                log.error("%s", exc)
+            else:
+                log.exception("library service stopped by an error")
             self.error = exc
             self._publish(state="stopped", message=str(exc))
 
@@ -296,6 +304,9 @@ class LibraryService:
                 self._publish(state="tagging", progress=progress)
             if self._stop.is_set():
                 self._control.cancel()
+        if not self._control.cancelled:
+            # The rotating backup; a watched library changes often, so at most every 10 minutes.
+            self.store.db.backup(min_interval_s=BACKUP_INTERVAL_S)
 
     def _apply(self, batch: ChangeBatch) -> None:
         self._idle.clear()

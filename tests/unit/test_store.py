@@ -74,7 +74,38 @@ def test_damaged_database_gives_a_readable_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError) as info:
         LibraryStore.open(path)
-    assert "move it aside" in info.value.message
+    assert "damaged" in info.value.message and "Nothing was changed" in info.value.message
+    assert "move it aside" not in info.value.message  # that advice would lose the user's tags
+    assert path.read_bytes() == b"this is not a database" * 100
+
+
+def test_an_empty_database_where_a_library_was_is_damaged_not_new(tmp_path: Path) -> None:
+    """A 0-byte file once became a new, empty library silently; with a backup beside it, it is
+    reported with the backup's path, and the restore brings the library back."""
+    from store.backup import backup_path, restore_backup
+
+    path = tmp_path / "lib.sqlite3"
+    store = LibraryStore.open(path)
+    store.add_folder("/photos")
+    store.db.backup()
+    store.close()
+    path.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(StoreError) as info:
+        LibraryStore.open(path)
+    assert "0 bytes" in info.value.message and str(backup_path(path)) in info.value.message
+    aside = restore_backup(path)
+    assert aside.exists() and aside.stat().st_size == 0
+    store = LibraryStore.open(path)
+    assert [f.path for f in store.folders()] == ["/photos"]
+    store.close()
+
+
+def test_a_new_library_in_an_empty_file_is_still_created(tmp_path: Path) -> None:
+    path = tmp_path / "lib.sqlite3"
+    path.write_bytes(b"")  # nothing beside it: a library being created, nothing to lose
+    LibraryStore.open(path).close()
 
 
 def test_paths_follow_glimpse_home(tmp_path: Path) -> None:
@@ -172,6 +203,8 @@ def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
         conn.execute("ALTER TABLE folders DROP COLUMN online")
         for table in ("image_tags", "tag_overrides", "tag_vectors", "tags", "regions"):  # added in v3 and v4
             conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE index_state DROP COLUMN digest")  # added in v5
+        conn.execute("DROP TABLE scan_problems")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = LibraryStore.open(path)
     try:
