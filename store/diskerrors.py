@@ -20,7 +20,7 @@ _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _READ_ONLY = {errno.EROFS}
 _FORBIDDEN = {errno.EACCES, errno.EPERM}
 # Room asked for beyond what is there: a vector index is rewritten whole beside the old one.
-_HEADROOM = 200 * 1024 * 1024
+_HEADROOM = 50 * 1024 * 1024
 
 
 def _mb(n: float) -> str:
@@ -69,7 +69,7 @@ def disk_error(path: Path, exc: BaseException) -> DiskError:
             free = shutil.disk_usage(folder).free
         except OSError:
             free = 0
-        want = _library_size(folder) + _HEADROOM
+        want = 2 * _library_size(folder) + _HEADROOM
         return DiskError(
             f"The disk holding the library ({folder}) is full: {_mb(free)} free, and Glimpse needs about "
             f"{_mb(want)} to go on (room to rewrite the vector index). Free some space and run the command "

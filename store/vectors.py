@@ -21,7 +21,9 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
+from store.diskerrors import disk_error, is_disk_error
 from store.errors import StoreError
 from store.flat import HEADER, MAGIC, SearchHits, index_path, new_digest, no_hits, top_k
 from store.library import LibraryStore
@@ -242,7 +244,14 @@ def rebuild_vector_index(store: LibraryStore, model_id: int, dim: int, index_dir
     index = VectorIndex(dim)
     for ids, vecs in store.iter_embeddings(model_id, dim):
         index.add(ids, vecs)
-    saved, _ = store.db.writer.try_call(lambda _conn: save_vector_index(store, model_id, index, index_dir))
+    try:
+        saved, _ = store.db.writer.try_call(lambda _conn: save_vector_index(store, model_id, index, index_dir))
+    except (OSError, SQLAlchemyError) as exc:
+        if not is_disk_error(exc):
+            raise
+        # A full or read-only disk: search goes on with the index in memory; a writer reports it.
+        log.warning("%s", disk_error(index_dir, exc).message)
+        saved = False
     log.info(
         "rebuilt vector index for model %d with %d vectors%s",
         model_id,

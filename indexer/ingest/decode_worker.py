@@ -7,6 +7,7 @@ and the decoder only: no torch, FAISS or SQLAlchemy to load before it can work.
 from __future__ import annotations
 
 import contextlib
+import errno
 import faulthandler
 import logging
 import os
@@ -44,7 +45,10 @@ class Decoded:
     error: str | None = None
     regions: np.ndarray | None = None
     vanished: bool = False  # the file was gone (moved or deleted): not a failure of the photo
+    disk_errno: int | None = None  # the thumbnail could not be written: the library's disk is full or read-only
 
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 # A worker that outlives its deadline by this much is stuck in native code where no Python
 # signal handler can run: it exits, the pool is rebuilt and the file is reported.
@@ -146,5 +150,7 @@ def decode_job(
         try:
             ThumbnailCache(Path(thumb_dir)).put(job.thumb_key, photo.thumbnail)
         except OSError as exc:
-            log.warning("cannot write thumbnail for %s: %s", job.path, exc)
+            if exc.errno in _DISK_ERRNOS:  # every later photo would fail alike: the run stops, told once
+                return Decoded(job, disk_errno=exc.errno)
+            log.warning("cannot write thumbnail for %s: %s", shown(job.path), exc)
     return Decoded(job, pixels=photo.pixels, meta=photo.metadata, regions=photo.regions)

@@ -103,6 +103,19 @@ class Control:
         self._running.wait()
 
 
+class _ClosedPool(ProcessPoolExecutor):
+    """What a closed :class:`DecodePool` holds: no processes, nothing to shut down."""
+
+    def __init__(self) -> None:  # no super().__init__: it would make queues and a semaphore
+        self._processes = None  # type: ignore[assignment]
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
+
+
+_CLOSED_POOL = _ClosedPool()
+
+
 class DecodePool:
     """Decode jobs in worker processes, a bounded number in flight, surviving worker crashes.
 
@@ -180,6 +193,8 @@ class DecodePool:
                 else:
                     self._suspects.append(job)
                 continue
+            if result.disk_errno is not None:
+                raise OSError(result.disk_errno, os.strerror(result.disk_errno), self._args[1])
             if result.vanished:
                 # Moved or deleted while queued: the row stays pending; the watcher or the next
                 # scan settles where it went. Recording it as unreadable would strand a moved photo.
@@ -207,10 +222,13 @@ class DecodePool:
     def close(self, wait: bool = True) -> None:
         """Stop the workers; ``wait=False`` (on Ctrl-C) kills them instead of finishing their photos."""
         if not wait:
-            for proc in list(getattr(self._pool, "_processes", {}).values()):
+            for proc in list((getattr(self._pool, "_processes", None) or {}).values()):
                 with contextlib.suppress(OSError, AttributeError):
                     proc.kill()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        # Let the executor (and its semaphores) go now, not when a traceback that holds this
+        # pool is collected after the command has stopped multiprocessing's resource tracker.
+        self._pool = _CLOSED_POOL
 
 
 # ---- the pipeline -------------------------------------------------------------------------
@@ -387,9 +405,10 @@ class IndexingPipeline:
             # Cancelled: keep what the model already finished; the rest stays pending for next time.
             for future, batch in model_batches:
                 self._commit(vectors, batch, *future.result(), [], report)
-        except BaseException:
-            # Ctrl-C or a failed commit: stop now. Photos in flight stay pending, for next time.
-            decoder.close(wait=False)
+        except BaseException as exc:
+            # Ctrl-C: stop now, killing the workers; a failed commit (a full disk): let the workers
+            # finish their photo and go. Either way, photos in flight stay pending, for next time.
+            decoder.close(wait=not isinstance(exc, KeyboardInterrupt))
             model_thread.shutdown(wait=True, cancel_futures=True)
             raise
         decoder.close()
