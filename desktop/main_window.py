@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from PySide6.QtCore import (
     QMimeData,
@@ -70,6 +72,7 @@ from indexer.ingest.scanner import is_photo
 from indexer.live.service import ServiceStatus, tagging_message
 from indexer.search.service import SearchResult
 from indexer.segment.objects import Segmentation
+from store.filenames import shown
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +324,7 @@ class MainWindow(QMainWindow):
         self.pages.setCurrentIndex(1)
         search = self.services.search
         image: int | str = target.image_id if isinstance(target, SearchResult) else target
-        label = Path(target.path if isinstance(target, SearchResult) else target).name
+        label = shown(Path(target.path if isinstance(target, SearchResult) else target).name)
         self.search_field.setText(f"#{image}" if isinstance(image, int) else str(image))
         self._search_by(lambda: search.similar(image, k=RESULTS))
         self.state_label.setText(f"Photos like {label}")
@@ -437,12 +440,12 @@ class MainWindow(QMainWindow):
     def search_object(self, segmentation: Segmentation, candidate: int = 0) -> None:
         """Photos showing the object segmented in the viewer (the viewer stays open)."""
         objects = self.services.objects
-        self._search_from_viewer(f"Photos showing the object selected in {Path(segmentation.photo.path).name}")
+        self._search_from_viewer(f"Photos showing the object selected in {shown(Path(segmentation.photo.path).name)}")
         self._search_by(lambda: objects.search_object(segmentation, candidate, k=RESULTS))
 
     def search_region(self, path: str, box: tuple[float, float, float, float]) -> None:
         objects = self.services.objects
-        self._search_from_viewer(f"Photos like the region selected in {Path(path).name}")
+        self._search_from_viewer(f"Photos like the region selected in {shown(Path(path).name)}")
         self._search_by(lambda: objects.search_region(path, box, k=RESULTS))
 
     def _search_from_viewer(self, label: str) -> None:
@@ -458,7 +461,8 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def open_file(path: str) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+        # The file's own bytes, percent-encoded: a name that is not UTF-8 still opens.
+        QDesktopServices.openUrl(QUrl.fromEncoded(b"file://" + quote(os.fsencode(path)).encode("ascii")))
 
     def _context_menu(self, pos: QPoint) -> None:
         index = self.grid.indexAt(pos)
@@ -487,7 +491,7 @@ class MainWindow(QMainWindow):
         return [self.results.result(r) for r in rows]
 
     def _selected_paths(self, fallback: QModelIndex) -> str:
-        return "\n".join(r.path for r in self._selected_results(fallback))
+        return "\n".join(shown(r.path) for r in self._selected_results(fallback))
 
     def _copy_image(self, path: str) -> None:
         self.io_runner.submit(
@@ -529,7 +533,8 @@ class MainWindow(QMainWindow):
         store = self.services.store
 
         def read() -> tuple[list[Any], dict[str, dict[str, int]], int]:
-            return store.folders(), store.folder_counts(), store.status_counts()["failed"]
+            unreadable = store.status_counts()["failed"] + len(store.scan_problems(limit=1000))
+            return store.folders(), store.folder_counts(), unreadable
 
         self.io_runner.submit(read, on_result=self._show_folders)
 
@@ -539,11 +544,11 @@ class MainWindow(QMainWindow):
         for f in folders:
             c = counts.get(f.path, {})
             total = sum(c.values())
-            text = f"{Path(f.path).name or f.path}\n{c.get('indexed', 0)} of {total} indexed"
+            text = f"{shown(Path(f.path).name or f.path)}\n{c.get('indexed', 0)} of {total} indexed"
             if not f.online:
                 text += " (not available)"
             item = QListWidgetItem(text)
-            item.setToolTip(f.path)
+            item.setToolTip(shown(f.path))
             item.setData(Qt.ItemDataRole.UserRole, f.path)
             self.folder_list.addItem(item)
         if folders and self.pages.currentIndex() == 0:
@@ -597,13 +602,20 @@ class MainWindow(QMainWindow):
 
     def show_failures(self) -> None:
         store = self.services.store
-        self.io_runner.submit(lambda: store.failures(limit=500), on_result=self._show_failure_list)
+        self.io_runner.submit(
+            lambda: (store.failures(limit=500), store.scan_problems(limit=500)), on_result=self._show_failure_list
+        )
 
-    def _show_failure_list(self, failures: list[Any]) -> None:
+    def _show_failure_list(self, found: tuple[list[Any], list[tuple[str, str]]]) -> None:
+        failures, problems = found
         box = QMessageBox(self)
-        box.setWindowTitle("Photos Glimpse could not read")
-        box.setText(f"{len(failures)} photo(s) could not be read. They are retried when the file changes.")
-        box.setDetailedText("\n".join(f"{f.path}: {f.error}" for f in failures))
+        box.setWindowTitle("What Glimpse could not read")
+        box.setText(
+            f"{len(failures)} photo(s) could not be read; they are retried when the file changes. "
+            f"{len(problems)} file(s) or folder(s) could not be read when the folders were last scanned."
+        )
+        lines = [f"{shown(f.path)}: {f.error}" for f in failures] + [f"{shown(p)}: {r}" for p, r in problems]
+        box.setDetailedText("\n".join(lines))
         box.open()
 
     def show_error(self, exc: BaseException) -> None:

@@ -21,6 +21,7 @@ from desktop.images import load_image
 from desktop.workers import TaskRunner
 from indexer.ingest.thumbnails import ThumbnailCache
 from indexer.search.service import SearchResult
+from store.filenames import shown
 
 ResultRole = Qt.ItemDataRole.UserRole + 1
 Index = QModelIndex | QPersistentModelIndex
@@ -114,7 +115,7 @@ class ResultsModel(QAbstractListModel):
             return None
         r = self._results[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return Path(r.path).name
+            return shown(Path(r.path).name)
         if role == Qt.ItemDataRole.DecorationRole:
             return self.thumbnails.get(r) or self.thumbnails.placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
@@ -123,7 +124,7 @@ class ResultsModel(QAbstractListModel):
             tags = f"\ntags: {', '.join(r.tags)}" if r.tags else ""
             if r.region is not None:
                 tags += "\nmatched in the outlined part of the photo"
-            return f"{r.path}\nscore {r.score:.3f}   {size}   {date}".rstrip() + tags
+            return f"{shown(r.path)}\nscore {r.score:.3f}   {size}   {date}".rstrip() + tags
         if role == ResultRole:
             return r
         return None

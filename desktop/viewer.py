@@ -31,6 +31,7 @@ from desktop.workers import TaskRunner
 from indexer.errors import GlimpseError
 from indexer.search.service import SearchResult
 from indexer.segment.objects import ObjectSearch, Segmentation, cutout
+from store.filenames import shown
 
 
 def _save_png(image: Image.Image, path: str) -> None:
@@ -47,7 +48,7 @@ def chips_html(tags: tuple[str, ...]) -> str:
 
 
 def describe(result: SearchResult) -> str:
-    parts = [result.path]
+    parts = [shown(result.path)]
     if result.width and result.height:
         parts.append(f"{result.width} × {result.height}")
     if result.taken_at:
@@ -101,7 +102,7 @@ class Viewer(QDialog):
         folder = QPushButton("Show folder")
         folder.clicked.connect(lambda: open_file(str(Path(self.current_result.path).parent)))
         copy = QPushButton("Copy path")
-        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.current_result.path))
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(shown(self.current_result.path)))
         prev_btn = QPushButton("◀")
         prev_btn.clicked.connect(lambda: self.step(-1))
         next_btn = QPushButton("▶")
@@ -309,7 +310,7 @@ class Viewer(QDialog):
         result = self.current_result
         self.info.setText(describe(result))
         self.tags.setText(chips_html(result.tags))
-        self.setWindowTitle(f"{result.path} — Glimpse")
+        self.setWindowTitle(f"{shown(result.path)} — Glimpse")
         self._pixmap = None
         self._image = None
         self._segmentation = None

@@ -62,3 +62,10 @@ class DiskError(StoreError):
 
     title = "Library disk problem"
     exit_code = 74  # EX_IOERR
+
+
+class InvalidNameError(StoreError):
+    """A tag name that cannot be stored, shown or written to XMP as it is."""
+
+    title = "Invalid tag name"
+    exit_code = 2

@@ -51,7 +51,7 @@ from store.records import (
     RegionVector,
     ScanChanges,
 )
-from store.schema import Embedding, Folder, Image, IndexState, Meta, Model, Region
+from store.schema import Embedding, Folder, Image, IndexState, Meta, Model, Region, ScanProblem
 from store.tags import Assignment, write_automatic_tags
 from store.writer import REVISION_KEY
 
@@ -63,6 +63,7 @@ _models = Model
 _state = IndexState
 _regions = Region
 _meta = Meta
+_problems = ScanProblem
 
 T = TypeVar("T")
 
@@ -228,6 +229,30 @@ class LibraryStore:
         return self.write(command)
 
     # ---- scanning ------------------------------------------------------------------------
+
+    def set_scan_problems(self, roots: Sequence[str], problems: dict[str, str]) -> None:
+        """Replace what the scans of ``roots`` could not read with ``problems`` (path -> reason)."""
+
+        def command(conn: Connection) -> Any:
+            for root in roots:
+                conn.execute(delete(_problems).where(_problems.c.path == root))
+                lo, hi = reads.under_bounds(root)
+                conn.execute(delete(_problems).where(and_(_problems.c.path >= lo, _problems.c.path < hi)))
+            if problems:
+                now = utc_now()
+                conn.execute(
+                    insert(_problems).prefix_with("OR REPLACE"),
+                    [{"path": p, "reason": r, "seen_at": now} for p, r in problems.items()],
+                )
+
+        if roots or problems:
+            self.write(command)
+
+    def scan_problems(self, limit: int = 1000) -> list[tuple[str, str]]:
+        """What the last scans could not read: (path, reason), folders and files alike."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_problems.c.path, _problems.c.reason).order_by(_problems.c.path).limit(limit))
+            return [(r.path, r.reason) for r in rows]
 
     def files_under(self, root: str) -> dict[str, FileState]:
         """Every known file under ``root``, keyed by path (one indexed range scan)."""

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, u
 
 from store import reads
 from store.database import Database, utc_now
-from store.errors import NotFoundError, StoreError
+from store.errors import InvalidNameError, NotFoundError, StoreError
 from store.reads import chunks
 from store.records import ImageTagRecord, TagRecord, TagSource, TagVectorRecord
 from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagVector
@@ -48,6 +48,33 @@ def _tag(row: Any) -> TagRecord:
         enabled=bool(m["enabled"]),
         threshold=m["threshold"],
     )
+
+
+MAX_TAG_NAME = 64
+
+
+def check_tag_name(name: str) -> str:
+    """``name`` stripped, if it can be a tag: printable UTF-8 (no control characters, nothing
+    an XMP sidecar cannot hold) and at most ``MAX_TAG_NAME`` characters; else a clear error."""
+    name = name.strip()
+    if not name:
+        raise InvalidNameError("A tag needs a name.")
+    if len(name) > MAX_TAG_NAME:
+        raise InvalidNameError(f"A tag name can be at most {MAX_TAG_NAME} characters ({len(name)} given).")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidNameError(
+            "A tag name must be text (UTF-8); this one holds bytes that are not: "
+            + name.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+        ) from None
+    bad = [ch for ch in name if not ch.isprintable() and ch != " "]
+    if bad or "|" in name:
+        shown = ", ".join(sorted({repr(ch) for ch in bad} | ({"'|'"} if "|" in name else set())))
+        raise InvalidNameError(
+            f"A tag name cannot hold control characters or '|' (the XMP hierarchy separator): {shown}."
+        )
+    return name
 
 
 def _named(conn: Connection, name: str) -> Any:
@@ -159,9 +186,7 @@ class TagStore:
         kind: str = "prompts",
         threshold: float | None = None,
     ) -> TagRecord:
-        name = name.strip()
-        if not name:
-            raise StoreError("A tag needs a name.", title="Empty tag name")
+        name = check_tag_name(name)
 
         def command(conn: Connection) -> Any:
             # Checked inside the command: no other write can add the same name in between.
@@ -190,7 +215,9 @@ class TagStore:
                 values["prompts"] = json.dumps(list(value))
             elif key == "group":
                 values["grp"] = value
-            elif key in ("name", "kind", "enabled", "threshold"):
+            elif key == "name":
+                values["name"] = check_tag_name(value)
+            elif key in ("kind", "enabled", "threshold"):
                 values[key] = value
             else:
                 raise ValueError(f"unknown tag field {key}")

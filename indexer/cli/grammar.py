@@ -203,7 +203,12 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} results makes no sense; ask for 1 or more")
+    if value > MAX_RESULTS:
+        raise argparse.ArgumentTypeError(f"ask for at most {MAX_RESULTS:,} results")
     return value
+
+
+MAX_RESULTS = 1_000_000
 
 
 def point(text: str) -> tuple[float, float]:

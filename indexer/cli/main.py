@@ -50,6 +50,7 @@ from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, cached_hf_
 from indexer.segment.sam import SEGMENTERS
 from indexer.settings import Settings
 from store.diskerrors import disk_error, is_disk_error
+from store.filenames import shown
 from store.flat import file_problem, index_path
 from store.library import LibraryStore
 from store.paths import AppPaths
@@ -163,12 +164,12 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         for root in scan.offline_roots if scan else []:
             print(f"  {root} is not available (unplugged?); its photos are kept.", file=sys.stderr)
         for path, error in report.failures[:20]:
-            print(f"  failed: {path}: {error}", file=sys.stderr)
+            print(f"  failed: {shown(path)}: {error}", file=sys.stderr)
         if len(report.failures) > 20:
             print(f"  ... and {len(report.failures) - 20} more (see `glimpse status`)", file=sys.stderr)
-        for problem in scan.unreadable_dirs if scan else []:
-            print(f"  cannot read folder {problem}", file=sys.stderr)
-    unreadable = bool(scan and scan.unreadable_dirs)
+        for path, reason in (scan.problems if scan else {}).items():
+            print(f"  cannot read {shown(path)}: {reason}", file=sys.stderr)
+    unreadable = bool(scan and scan.problems)
     return EXIT_PARTIAL if report.failed or unreadable else EXIT_OK
 
 
@@ -284,6 +285,7 @@ def status_data(svc: Services) -> dict[str, Any]:
         "images": store.status_counts(),
         "models": models,
         "failures": [{"path": f.path, "error": f.error} for f in store.failures(limit=50)],
+        "unreadable": [{"path": p, "reason": r} for p, r in store.scan_problems(limit=50)],
     }
 
 
@@ -310,7 +312,10 @@ def status_text(svc: Services, args: argparse.Namespace) -> str:
     lines.append(f"Tags: {t['in_use']} of {t['vocabulary']} in use, {t['assigned']} on photos (glimpse tags list)")
     if data["failures"]:
         lines.append("Unreadable photos:")
-        lines += [f"  {f['path']}: {f['error']}" for f in data["failures"]]
+        lines += [f"  {shown(f['path'])}: {f['error']}" for f in data["failures"]]
+    if data["unreadable"]:
+        lines.append("Could not be read when the folders were last scanned:")
+        lines += [f"  {shown(u['path'])}: {u['reason']}" for u in data["unreadable"]]
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from indexer.errors import DecodeError, PhotoVanishedError
+from indexer.ingest.walk import RAW_EXTENSIONS
 from indexer.models.preprocess import PreprocessSpec
 from store.filenames import shown
 
@@ -124,7 +125,7 @@ def _parse_exif_date(value: Any) -> datetime | None:
     return None
 
 
-def _read_exif(img: Image.Image) -> tuple[int | None, datetime | None, str | None, str | None]:
+def read_exif(img: Image.Image) -> tuple[int | None, datetime | None, str | None, str | None]:
     try:
         exif = img.getexif()
     except Exception:  # a damaged EXIF block must not cost us the photo
@@ -244,6 +245,8 @@ def open_photo(
     (when the file is that large) and not much more, using DCT scaling for JPEGs."""
     path = Path(path)
     name = shown(path.name)
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        return _open_raw(path, min_side)
     if ".heic" not in Image.registered_extensions():  # HEIC/HEIF: once per process, when first decoding
         register_heif()
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
@@ -258,7 +261,7 @@ def open_photo(
                     raise DecodeError(f"{name}: the image has no pixels ({w}×{h}).")
                 if w * h > max_pixels:
                     raise DecodeError(over_limit(name, w, h, max_pixels))
-                orientation, taken, make, model = _read_exif(img)
+                orientation, taken, make, model = read_exif(img)
                 if img.format == "JPEG":
                     # draft() keeps both sides >= the request, so the short side stays >= min_side.
                     img.draft(None, (min_side, min_side))
@@ -296,6 +299,23 @@ def open_photo(
     shown_size = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
     meta = PhotoMetadata(shown_size[0], shown_size[1], orientation, taken, make, model)
     return img, meta
+
+
+def _open_raw(path: Path, min_side: int) -> tuple[Image.Image, PhotoMetadata]:
+    """A camera RAW file, from its embedded preview (``indexer.ingest.raw``)."""
+    from indexer.ingest.raw import open_raw_preview
+
+    try:
+        _open_regular(path).close()  # a FIFO or a folder named .dng is refused like any other
+    except FileNotFoundError as exc:
+        raise PhotoVanishedError(f"{shown(path.name)}: the file disappeared before it could be read.") from exc
+    except PermissionError as exc:
+        raise DecodeError(f"{shown(path.name)}: permission denied.") from exc
+    img, meta = open_raw_preview(path)
+    work = working_image(img, min_side)
+    if work is not img:
+        img.close()
+    return work, meta
 
 
 def over_limit(name: str, w: int, h: int, max_pixels: int) -> str:

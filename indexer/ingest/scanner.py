@@ -38,6 +38,7 @@ class ScanReport:
     unchanged: int = 0
     stale_ids: list[int] = field(default_factory=list)
     unreadable_dirs: list[str] = field(default_factory=list)  # "path: reason", for people
+    problems: dict[str, str] = field(default_factory=dict)  # path -> reason: what could not be read
     offline_roots: list[str] = field(default_factory=list)
 
 
@@ -167,7 +168,10 @@ class Scanner:
             if not folder.online:
                 self.store.set_folder_online(str(root), True)
             self._walk_into(session, root, folder.id, on_found)
-        return session.apply()
+        result = session.apply()
+        scanned = [str(r) for r in roots if str(r) not in report.offline_roots]
+        self.store.set_scan_problems(scanned, result.problems)  # what status and the app list
+        return result
 
     def scan_tree(self, path: str) -> ScanReport:
         """Reconcile one folder inside a root (e.g. moved in from outside, or just renamed)."""
@@ -183,7 +187,7 @@ class Scanner:
     ) -> None:
         known = self.store.files_under(str(tree))
         unreadable: list[str] = []
-        for found in walk_photos(tree, session.report.unreadable_dirs, unreadable):
+        for found in walk_photos(tree, session.report.unreadable_dirs, unreadable, session.report.problems):
             session.see(found, known.pop(found.path, None), folder_id)
             if on_found is not None and session.report.found % 500 == 0:
                 on_found(session.report.found)

@@ -7,6 +7,7 @@ same walk before anything heavy is imported, so both agree on what a photo is.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -32,7 +33,13 @@ PHOTO_EXTENSIONS = frozenset(
         ".heic",
         ".heif",
         ".hif",
+        ".avif",
     }
+    | {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
+)
+# Camera RAW files: indexed from the preview JPEG the camera embeds (``indexer.ingest.raw``).
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
 )
 # Folders that hold system or application files, never the user's photos.
 SKIP_DIRS = frozenset(
@@ -68,18 +75,29 @@ def _skip_dir(name: str) -> bool:
 
 
 def walk_photos(
-    root: Path, problems: list[str] | None = None, unreadable: list[str] | None = None
+    root: Path,
+    problems: list[str] | None = None,
+    unreadable: list[str] | None = None,
+    reasons: dict[str, str] | None = None,
 ) -> Iterator[FoundFile]:
     """Every photo file under ``root``, depth first.
 
     Hidden and system folders are skipped. Symlinked folders are followed, but each
-    real folder is visited once (by device and inode), so a link loop ends.
+    real folder is visited once (by device and inode), so a link loop ends. What cannot
+    be read goes to ``problems`` ("path: reason", for people) and ``reasons`` (path to
+    reason): a folder without permission, a photo-named broken link, pipe or device.
     """
+
+    def problem(path: str, reason: str) -> None:
+        if problems is not None:
+            problems.append(f"{path}: {reason}")
+        if reasons is not None:
+            reasons[path] = reason
+
     try:
         st = root.stat()
     except OSError as exc:
-        if problems is not None:
-            problems.append(f"{root}: {exc.strerror}")
+        problem(str(root), exc.strerror or str(exc))
         if unreadable is not None:
             unreadable.append(str(root))
         return
@@ -92,8 +110,7 @@ def walk_photos(
                 entries = list(it)
         except OSError as exc:
             log.warning("cannot read folder %s: %s", folder, exc.strerror)
-            if problems is not None:
-                problems.append(f"{folder}: {exc.strerror}")
+            problem(folder, f"cannot read this folder ({exc.strerror})")
             if unreadable is not None:
                 unreadable.append(folder)
             continue
@@ -114,6 +131,12 @@ def walk_photos(
                     est = entry.stat(follow_symlinks=True)
                     if stat.S_ISREG(est.st_mode):
                         yield FoundFile(entry.path, est.st_size, est.st_mtime_ns)
+                    else:
+                        problem(entry.path, "not a regular file (a pipe, socket or device); skipped")
             except OSError as exc:  # broken symlink, vanished file, permission
                 log.debug("skipping %s: %s", entry.path, exc)
+                if is_photo(name) and not name.startswith(".") and exc.errno != errno.ENOENT:
+                    problem(entry.path, f"cannot be read ({exc.strerror})")
+                elif is_photo(name) and entry.is_symlink():
+                    problem(entry.path, "a link to a file that does not exist")
         stack.extend(sorted(subdirs, reverse=True))

@@ -27,6 +27,13 @@ from pathlib import Path
 
 from indexer.errors import QueryError
 
+# Bounds that keep every query a usage question, never a crash: a term longer than this is
+# no description (CLIP reads 77 tokens), ids are SQLite integers, and a weight beyond
+# this drowns every other term in a sum that is normalised anyway.
+MAX_TERM_CHARS = 1000
+MAX_IMAGE_ID = 2**63 - 1
+MAX_WEIGHT = 100.0
+
 _WEIGHT = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*\*\s*(.+)$", re.DOTALL)
 _IMAGE_ID = re.compile(r"^#(\d+)$")
 _TAG_FILTER = re.compile(r"""(?:(?<=\s)|^)([+-]?)tag:(?:"([^"]+)"|'([^']+)'|(\S+))""", re.IGNORECASE)
@@ -98,6 +105,21 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", "./", "../")) or value.lower().endswith(_PHOTO_SUFFIXES)
 
 
+def _resolve(value: str, base_dir: Path | None) -> Path:
+    candidate = Path(value).expanduser()
+    if base_dir is not None and not candidate.is_absolute():
+        candidate = base_dir / candidate
+    return candidate.resolve()
+
+
+def _is_file(value: str, base_dir: Path | None) -> bool:
+    """Whether ``value`` names an existing file (a name too long for the system names none)."""
+    try:
+        return _resolve(value, base_dir).is_file()
+    except (OSError, ValueError, RuntimeError):  # ENAMETOOLONG, a NUL byte, a symlink loop
+        return False
+
+
 def parse_query(text: str, base_dir: Path | None = None) -> Query:
     """Parse ``text``; raises :class:`QueryError` with a readable reason."""
     if not text or not text.strip():
@@ -122,19 +144,22 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
         if m:
             weight = float(m.group(1))
             raw = m.group(2)
+            if not 0 < weight <= MAX_WEIGHT:  # also catches inf from a 400-digit number
+                raise QueryError(f"A weight must be above 0 and at most {MAX_WEIGHT:g} (got {m.group(1)[:20]}).")
         raw = raw.strip()
         quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
         value = raw[1:-1].strip() if quoted else raw
         if not value:
             raise QueryError('A term is empty ("").')
+        if len(value) > MAX_TERM_CHARS:
+            raise QueryError(f"A term is {len(value):,} characters long; keep each under {MAX_TERM_CHARS:,}.")
         if not quoted and (mid := _IMAGE_ID.match(value)):
+            if int(mid.group(1)) > MAX_IMAGE_ID:
+                raise QueryError(f"There is no photo #{mid.group(1)[:24]}…: photo numbers are smaller.")
             terms.append(Term("id", mid.group(1), sign * weight))
             continue
-        candidate = Path(value).expanduser()
-        if base_dir is not None and not candidate.is_absolute():
-            candidate = base_dir / candidate
-        if candidate.is_file():
-            terms.append(Term("file", str(candidate.resolve()), sign * weight))
+        if _is_file(value, base_dir):
+            terms.append(Term("file", str(_resolve(value, base_dir)), sign * weight))
         elif not quoted and _looks_like_path(value):
             raise QueryError(
                 f"{value} looks like a photo's path, but there is no such file. To search for the words "

@@ -14,8 +14,10 @@ elsewhere. Writes are atomic (temporary file, then ``os.replace``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +61,19 @@ def _q(ns: str, tag: str) -> str:
     return f"{{{ns}}}{tag}"
 
 
+# Characters XML 1.0 cannot hold at all, not even escaped: C0 controls but tab and newlines,
+# lone surrogates, U+FFFE/U+FFFF. A tag name holding one once made a sidecar no reader
+# (Glimpse included) could parse again.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_XML_REF = re.compile(rb"&#(?:x0*[0-8bcef]|x0*1[0-9a-f]|0*(?:[0-8]|1[124-9]|2[0-9]|3[01]));", re.IGNORECASE)
+
+
+def xml_text(text: str) -> str:
+    """``text`` as one keyword XML can hold: without the characters XML cannot hold at all, and
+    tabs and line breaks as spaces (a reader would turn a carriage return into a newline)."""
+    return _NOT_XML.sub("", text).replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
 def _bag_items(description: ET.Element, ns: str, prop: str) -> list[str]:
     node = description.find(_q(ns, prop))
     if node is None:
@@ -74,7 +89,20 @@ def _set_bag(description: ET.Element, ns: str, prop: str, items: Sequence[str]) 
     node = ET.SubElement(description, _q(ns, prop))
     bag = ET.SubElement(node, _q(RDF, "Bag"))
     for item in items:
-        ET.SubElement(bag, _q(RDF, "li")).text = item
+        ET.SubElement(bag, _q(RDF, "li")).text = xml_text(item)
+
+
+def _parse(path: Path) -> ET.Element:
+    """The sidecar's root; one written by an older Glimpse with a control character in a
+    keyword (invalid XML) is read without those characters, so it can be repaired."""
+    try:
+        return ET.parse(path).getroot()
+    except ET.ParseError:
+        raw = path.read_bytes()
+        cleaned = _NOT_XML_REF.sub(b"", re.sub(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]", b"", raw))
+        if cleaned == raw:
+            raise
+        return ET.fromstring(cleaned)
 
 
 def _load(path: Path) -> tuple[ET.Element, ET.Element]:
@@ -82,10 +110,11 @@ def _load(path: Path) -> tuple[ET.Element, ET.Element]:
     if path.exists():
         try:
             # Keep the file's own prefixes (darktable:, xmp:, …) instead of ElementTree's ns0:.
-            for _, (prefix, uri) in ET.iterparse(path, events=("start-ns",)):
-                if prefix and not prefix.startswith("ns"):
-                    ET.register_namespace(prefix, uri)
-            root = ET.parse(path).getroot()
+            with contextlib.suppress(ET.ParseError):  # a damaged file is repaired (or refused) below
+                for _, (prefix, uri) in ET.iterparse(path, events=("start-ns",)):
+                    if prefix and not prefix.startswith("ns"):
+                        ET.register_namespace(prefix, uri)
+            root = _parse(path)
         except (ET.ParseError, OSError) as exc:
             raise XmpError(
                 f"{path} exists but is not readable XMP ({exc}); it was left as it is. "
