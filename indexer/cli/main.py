@@ -146,6 +146,7 @@ def cmd_index(svc: Services, args: argparse.Namespace) -> int:
         "photos_per_second": round(report.rate, 2),
         "failures": [{"path": p, "error": e} for p, e in report.failures],
         "unreadable_folders": scan.unreadable_dirs if scan else [],
+        "unreadable": [{"path": p, "reason": r} for p, r in (scan.problems if scan else {}).items()],
         "unavailable_folders": scan.offline_roots if scan else [],
         "model": svc.slot.space.choice.name if svc.slot.space.choice else None,
         "model_switched": switched,

@@ -261,11 +261,13 @@ def open_photo(
                     raise DecodeError(f"{name}: the image has no pixels ({w}×{h}).")
                 if w * h > max_pixels:
                     raise DecodeError(over_limit(name, w, h, max_pixels))
-                orientation, taken, make, model = read_exif(img)
                 if img.format == "JPEG":
                     # draft() keeps both sides >= the request, so the short side stays >= min_side.
                     img.draft(None, (min_side, min_side))
                 img.load()
+                # After load(): reading a PNG's EXIF first made Pillow swallow a broken data
+                # stream, and the damaged photo was indexed from a half-decoded image.
+                orientation, taken, make, model = read_exif(img)
                 work = working_image(img, min_side)
                 if work is not img:
                     img.close()
