@@ -275,3 +275,18 @@ def test_a_name_that_is_not_utf8_is_decoded_and_shown_escaped(tmp_path: Path) ->
     err.value.message.encode("utf-8")  # storable and printable
     Image.new("RGB", (80, 80), (1, 2, 3)).save(path, format="PNG")
     assert decode_photo(path, SPEC).pixels.shape == (64, 64, 3)
+
+
+def test_camera_raw_is_read_from_its_embedded_preview_upright(tmp_path: Path) -> None:
+    from tests.hostile import write_dng
+
+    preview = _marker_image()  # 120 x 60, red top-left, blue bottom-right
+    path = write_dng(tmp_path / "camera.dng", preview, orientation=6)
+    img, meta = open_photo(path, 16)
+    assert meta.orientation == 6 and (meta.width, meta.height) == (480, 640)  # the sensor's size, turned
+    assert img.size == (60, 120)  # the preview turned 90° clockwise
+    arr = np.asarray(img)
+    assert tuple(arr[5, -5]) == (255, 0, 0)  # red was top-left, is now top-right
+    (tmp_path / "noise.cr2").write_bytes(b"\0" * 4096)
+    with pytest.raises(DecodeError, match=r"noise\.cr2: not a RAW file"):
+        open_photo(tmp_path / "noise.cr2", 16)
