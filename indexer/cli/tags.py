@@ -8,19 +8,20 @@ is already true.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from indexer.cli.answers import json_text
 from indexer.composition import Services
 from indexer.errors import NotFoundError
 from indexer.tags.export import export_sidecars
 from indexer.tags.tagger import RetagReport
+from store.filenames import shown
 from store.records import TagRecord
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_text(data))  # file names that are not UTF-8 stay exact (answers.json_text)
 
 
 def _retagged(report: RetagReport) -> None:
@@ -160,7 +161,7 @@ def _show(svc: Services, args: argparse.Namespace) -> int:
         return 0
     for i in ids:
         listed = ", ".join(f"{t.name} ({t.score:.2f}{', by hand' if t.source == 'user' else ''})" for t in on[i])
-        print(f"{records[i].path}: {listed or 'no tags'}")
+        print(f"{shown(records[i].path)}: {listed or 'no tags'}")
     return 0
 
 
@@ -185,7 +186,7 @@ def _export(svc: Services, args: argparse.Namespace) -> int:
     else:
         print(f"Wrote {len(report.written)} XMP sidecars ({report.skipped} photos without tags skipped).")
         for path, error in report.failures[:20]:
-            print(f"  not written: {path}: {error}", file=sys.stderr)
+            print(f"  not written: {shown(path)}: {error}", file=sys.stderr)
     return 3 if report.failures else 0
 
 
