@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from store.backup import backup_note, backup_path, take_backup
-from store.diskerrors import disk_error, is_disk_error
+from store.diskerrors import disk_error, is_disk_error, read_only_folder
 from store.errors import SchemaTooNewError, StoreError
 from store.lock import LibraryLock
 from store.records import SCHEMA_VERSION
@@ -71,6 +71,10 @@ def _v4_to_v5(conn: Connection) -> None:
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
 
 
+def _on_connect_frozen(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # as below; no journal settings: nothing can be written
+
+
 def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # no implicit transactions: see the module docstring
     cur = dbapi_conn.cursor()
@@ -81,10 +85,19 @@ def _on_connect(dbapi_conn: sqlite3.Connection, _record: Any) -> None:
     cur.close()
 
 
-def create_library_engine(path: Path, immediate: bool = False) -> Engine:
-    """An engine over the SQLite file at ``path`` whose transactions begin as the module says."""
-    engine = create_engine(f"sqlite:///{path}", future=True)
-    event.listen(engine, "connect", _on_connect)
+def create_library_engine(path: Path, immediate: bool = False, frozen: bool = False) -> Engine:
+    """An engine over the SQLite file at ``path`` whose transactions begin as the module says.
+
+    ``frozen``: the library is on a read-only file system, where SQLite cannot create the
+    WAL's shared-memory file and would refuse to open it; it is opened immutable instead
+    (readable, and every write fails with a read-only error the CLI explains).
+    """
+    if frozen:
+        engine = create_engine(f"sqlite:///{path.as_uri()}?mode=ro&immutable=1&uri=true", future=True)
+        event.listen(engine, "connect", _on_connect_frozen)
+    else:
+        engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(engine, "connect", _on_connect)
     begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
 
     def _begin(conn: Connection) -> None:
@@ -142,8 +155,9 @@ class Database:
 
     def __init__(self, path: Path, lock: LibraryLock | None = None) -> None:
         self.path = path
-        self.read = create_library_engine(path)
-        self._write_engine = create_library_engine(path, immediate=True)
+        frozen = path.is_file() and read_only_folder(path.parent)
+        self.read = create_library_engine(path, frozen=frozen)
+        self._write_engine = create_library_engine(path, immediate=True, frozen=frozen)
         self.lock = lock if lock is not None else LibraryLock(path.parent / "library.lock")
         self.writer = Writer(self._write_engine, self.lock)
 

@@ -11,6 +11,7 @@ there is, how much is wanted, and that nothing was lost.
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 
@@ -55,6 +56,15 @@ def _kind(exc: BaseException) -> str | None:
     return None
 
 
+def read_only_folder(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (a write-protected card, a
+    remounted drive): SQLite cannot even open a WAL library there the usual way."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows) or no folder
+        return False
+
+
 def is_disk_error(exc: BaseException) -> bool:
     return _kind(exc) is not None
 
@@ -62,7 +72,7 @@ def is_disk_error(exc: BaseException) -> bool:
 def disk_error(path: Path, exc: BaseException) -> DiskError:
     """The one message for ``exc`` raised while writing (or opening) the library at ``path``."""
     folder = path if path.is_dir() else path.parent
-    kind = _kind(exc) or "forbidden"
+    kind = "read-only" if read_only_folder(folder) else (_kind(exc) or "forbidden")
     safe = "Nothing in the library was lost: what was committed is intact, and indexing goes on where it stopped."
     if kind == "full":
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from store import reads
+from store.diskerrors import read_only_folder
 from store.errors import StoreError
 from store.flat import FlatIndexFile, read_flat_index
 from store.records import SCHEMA_VERSION, ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord
@@ -43,8 +44,10 @@ class LibrarySnapshot:
         (no such file, a schema to create or migrate, or one from a newer Glimpse)."""
         if not database.is_file():
             return None
+        # On a read-only file system SQLite cannot make the WAL's shared memory: read it immutable.
+        mode = "mode=ro&immutable=1" if read_only_folder(database.parent) else "mode=ro"
         try:
-            conn = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=10.0, isolation_level=None)
+            conn = sqlite3.connect(f"{database.as_uri()}?{mode}", uri=True, timeout=10.0, isolation_level=None)
         except sqlite3.Error:
             return None
         try:

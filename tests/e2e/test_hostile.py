@@ -229,3 +229,23 @@ def test_a_full_disk_stops_indexing_with_one_message_and_search_goes_on(
     filler.unlink()  # space freed: the next run finishes the job
     assert _glimpse(["index", str(root)], env).returncode == 0
     assert "600 indexed" in _glimpse(["status"], env).stdout
+
+
+def test_a_read_only_disk_refuses_writes_plainly_and_still_searches(
+    tmp_path: Path, env: dict[str, str], tiny_disk: Path
+) -> None:
+    import shutil
+
+    home = tiny_disk / "home"
+    shutil.copytree(Path(env["GLIMPSE_HOME"]) / "models", home / "models")
+    env["GLIMPSE_HOME"] = str(home)
+    _small_library(tmp_path, env)
+    before = _glimpse(["search", "something red", "--json"], env).stdout
+    if subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], capture_output=True).returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    found = _glimpse(["search", "something red", "--json"], env)
+    assert found.returncode == 0 and found.stdout == before, found.stderr
+    assert _glimpse(["status"], env).returncode == 0
+    refused = _glimpse(["tags", "add", "new", "--prompt", "a new thing"], env)
+    assert refused.returncode == 74 and "read-only disk" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
