@@ -42,10 +42,21 @@ class TagModel:
     temperature: float
     exclusive_groups: list[np.ndarray] = field(default_factory=list)
     max_tags: int = 15
+    # First column of each tag in ``weights`` when tags have several (one per phrase): a tag's
+    # logit is its best phrase's, so a photo matches the tag if it matches any phrase well, and
+    # adding a phrase never takes a photo away. None: one column per tag.
+    starts: np.ndarray | None = None
+
+    def tag_logits(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw similarity of every tag for every vector (the best of its phrases): (n, n_tags)."""
+        sims = vectors @ self.weights
+        if self.starts is not None:
+            sims = np.maximum.reduceat(sims, self.starts, axis=1)
+        return sims
 
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """Calibrated probability of every tag for every vector: (n, n_tags) float32."""
-        logits = (vectors @ self.weights) * self.scale + self.bias
+        logits = self.tag_logits(vectors) * self.scale + self.bias
         n = len(vectors)
         if self.background.shape[1]:
             bg_logits = (vectors @ self.background) * self.temperature

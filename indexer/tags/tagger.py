@@ -1,10 +1,13 @@
 """Automatic tags from stored image vectors: zero-shot prompts and tags taught by example.
 
-Tagging never looks at pixels again. Each tag is a direction in the embedding
-space, computed once per model and cached in ``tag_vectors``:
+Tagging never looks at pixels again. Each tag is one or more directions in the
+embedding space, computed once per model and cached in ``tag_vectors``:
 
-* a **zero-shot** tag's direction is the mean of its prompts' text embeddings under
-  several templates ("a photo of {}.", …), the prompt ensembling of the CLIP paper;
+* a **zero-shot** tag has one direction per phrase: the mean of that phrase's text
+  embeddings under several templates ("a photo of {}.", …), the prompt ensembling of
+  the CLIP paper. The phrases are a union: the best-matching one decides, so "something
+  red" and "something yellow" on one tag find red photos and yellow ones (their mean
+  found neither well), and adding a phrase never takes a photo away;
 * a **taught** tag's direction is a logistic-regression classifier fitted on the
   vectors of photos the user marked (``indexer.tags.teaching``).
 
@@ -44,6 +47,10 @@ from store.schema import Embedding
 from store.tags import Assignment, TagStore
 
 log = logging.getLogger(__name__)
+
+# What a zero-shot tag's stored vectors are: one per phrase (a union). Part of each tag's
+# fingerprint, so vectors stored as one mean of all phrases are embedded again once.
+_PER_PHRASE = "prompts/per-phrase"
 
 
 @dataclass
@@ -131,7 +138,7 @@ class Tagger:
         if tag.kind == "example":
             pos, neg = self.tags.examples(tag.id)
             return fingerprint("example", pos, neg)
-        return fingerprint("prompts", self._prompt_texts(tag))
+        return fingerprint(_PER_PHRASE, self._prompt_texts(tag))
 
     def _state_key(self, model_key: str, tags: Sequence[TagRecord], wanted: dict[int, str]) -> str:
         """What the automatic tags depend on: model, vocabulary settings, every tag's inputs."""
@@ -219,7 +226,9 @@ class Tagger:
         vocab = self.vocabulary
         dim = space.vectors().dim
         temperature = float(getattr(space.embedder, "logit_scale", 100.0))
-        weights = np.zeros((dim, len(usable)), np.float32)
+        columns = [np.frombuffer(stored[tag.id].vector, np.float32).reshape(-1, dim) for tag in usable]
+        starts = np.cumsum([0] + [len(c) for c in columns[:-1]]).astype(np.intp)
+        weights = np.ascontiguousarray(np.concatenate(columns).T) if columns else np.zeros((dim, 0), np.float32)
         bias = np.zeros(len(usable), np.float32)
         scale = np.ones(len(usable), np.float32)
         thresholds = np.zeros(len(usable), np.float32)
@@ -227,7 +236,6 @@ class Tagger:
         groups: dict[str, list[int]] = {}
         for col, tag in enumerate(usable):
             rec = stored[tag.id]
-            weights[:, col] = np.frombuffer(rec.vector, np.float32)
             bias[col] = rec.bias
             taught[col] = tag.kind == "example"
             scale[col] = 1.0 if taught[col] else temperature
@@ -250,10 +258,12 @@ class Tagger:
             temperature,
             [np.asarray(c) for c in groups.values() if len(c) > 1],
             vocab.max_tags,
+            starts if weights.shape[1] != len(usable) else None,
         )
 
     def _embed_prompts(self, space: EmbeddingSpace, tags: Sequence[TagRecord]) -> list[TagVectorRecord]:
-        """Prompt ensembling: average each tag's template × phrase embeddings, renormalise."""
+        """Prompt ensembling per phrase: each phrase's template embeddings averaged and renormalised;
+        a tag keeps one vector per phrase (its phrases are a union, see ``TagModel.starts``)."""
         texts: list[str] = []
         spans: list[tuple[int, int]] = []
         for tag in tags:
@@ -266,10 +276,11 @@ class Tagger:
         log.info("embedded %d prompts for %d tags in %.1f s", len(texts), len(tags), time.perf_counter() - started)
         out = []
         for tag, (a, b) in zip(tags, spans, strict=True):
-            mean = embedded[a:b].mean(axis=0)
-            mean /= max(float(np.linalg.norm(mean)), 1e-12)
-            fp = fingerprint("prompts", texts[a:b])
-            out.append(TagVectorRecord(tag.id, fp, mean.astype(np.float32).tobytes(), 0.0, None, None, None))
+            per_template = len(self.vocabulary.templates_for(tag.group))
+            means = embedded[a:b].reshape(-1, per_template, embedded.shape[1]).mean(axis=1)
+            means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+            fp = fingerprint(_PER_PHRASE, texts[a:b])
+            out.append(TagVectorRecord(tag.id, fp, means.astype(np.float32).tobytes(), 0.0, None, None, None))
         return out
 
     # ---- applying ------------------------------------------------------------------------

@@ -316,3 +316,20 @@ def test_an_interrupted_tagging_phase_resumes(lib: Lib) -> None:
     for _ in lib.pipeline.run([root]):
         pass
     assert lib.tagger.is_current()
+
+
+def test_a_tags_phrases_are_a_union_adding_one_never_takes_photos_away(lib: Lib) -> None:
+    """Averaged into one direction, 'something yellow' added to a red-and-orange tag cut it from
+    21 photos to 10; each phrase now counts on its own, and the best one decides."""
+    lib.editor.add_tag("warm", group="mood", prompts=["something red", "something orange"])
+    lib.tagger.retag()
+    warm = lib.tags.tag("warm").id
+    before = {i for i, _, _ in lib.tags.images_with_tag(warm)}
+    lib.editor.edit("warm", prompts=["something red", "something orange", "something yellow"])
+    lib.tagger.retag()
+    after = {i for i, _, _ in lib.tags.images_with_tag(warm)}
+    assert before <= after, f"lost {len(before - after)} photos"
+    yellow = {i for i, (c, _) in lib.truth.items() if c == "yellow"}
+    assert len(after & yellow) > len(before & yellow)  # the new phrase brought its own photos
+    red_or_orange = {i for i, (c, _) in lib.truth.items() if c in ("red", "orange")}
+    assert len(before & red_or_orange) >= 0.9 * len(red_or_orange)
