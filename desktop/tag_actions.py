@@ -233,11 +233,12 @@ class TagActions(QObject):
         editor, tag = self.services.tag_editor, name.strip()
 
         def done(report: Any) -> str:
-            estimate = (
-                f"estimated precision {report.precision:.0%}"
-                if report.precision is not None
-                else "mark three or more photos for a precision estimate"
-            )
+            if report.precision is not None:
+                estimate = f"estimated precision {report.precision:.0%} on held-out labelled photos"
+            elif report.recall is not None:
+                estimate = "precision unknown until some photos are marked as not showing it"
+            else:
+                estimate = "mark three or more photos for an estimate"
             return f'Taught "{report.tag}" from {report.positives} photos: {report.tagged} tagged, {estimate}.'
 
         self._run(lambda: editor.teach(tag, image_ids), done)

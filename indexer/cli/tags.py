@@ -134,11 +134,15 @@ def _teach(svc: Services, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(teach.to_json())
         return 0
-    estimate = (
-        f"estimated precision {teach.precision:.0%}, recall {teach.recall:.0%} on held-out examples"
-        if teach.precision is not None and teach.recall is not None
-        else "too few examples to estimate its precision (mark at least three)"
-    )
+    if teach.recall is None:
+        estimate = "too few examples to estimate how well it works (mark at least three)"
+    elif teach.precision is None:
+        estimate = (
+            f"estimated recall {teach.recall:.0%} on held-out examples; precision cannot be estimated "
+            "yet (mark a few photos that do not show it as counter-examples)"
+        )
+    else:
+        estimate = f"estimated precision {teach.precision:.0%}, recall {teach.recall:.0%} on held-out labelled examples"
     print(f'Taught "{teach.tag}" from {teach.positives} photos ({teach.negatives} counter-examples): {estimate}.')
     print(f"{teach.tagged} photos now carry it; new photos are tagged as they are indexed.")
     return 0

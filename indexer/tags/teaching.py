@@ -148,8 +148,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, unl: np.ndarray) -> tuple[float
     # Unlabelled photos may show the tag too (that is the point of teaching), so they
     # cannot set the threshold by themselves: it goes halfway between the weakest
     # held-out positive and what the bulk of the rest scores (the 95th percentile of
-    # unlabelled photos, or the strongest counter-example if higher). Precision counts
-    # unlabelled hits as false, so it is a lower bound.
+    # unlabelled photos, or the strongest counter-example if higher).
     weakest = float(scores[y == 1].min())
     rest = [float(np.quantile(scores[unl], 0.95))] if unl.any() else []
     if ((y == 0) & ~unl).any():
@@ -157,6 +156,15 @@ def cross_validate(x: np.ndarray, y: np.ndarray, unl: np.ndarray) -> tuple[float
     threshold = min((weakest + max(rest)) / 2, weakest) if rest else weakest
     predicted = scores >= threshold
     tp = float((predicted & (y == 1)).sum())
-    precision = tp / max(float(predicted.sum()), 1.0)
     recall = tp / n_pos
+    # Precision only on photos someone labelled: held-out positives against held-out
+    # counter-examples. Counting unlabelled photos that pass as wrong (the old estimate)
+    # reported 42% for a tag whose every photo was right, since finding unlabelled photos
+    # that show the tag is the point of teaching. Without counter-examples there is nothing
+    # to measure precision on, and it is reported as unknown.
+    labelled_negative = (y == 0) & ~unl
+    if not labelled_negative.any():
+        return threshold, None, round(recall, 4)
+    fp = float((predicted & labelled_negative).sum())
+    precision = tp / max(tp + fp, 1.0)
     return threshold, round(precision, 4), round(recall, 4)
