@@ -68,21 +68,12 @@ def take_backup(database: Path, min_interval_s: float = 0.0) -> Path | None:
     if dest.is_file():
         if time.time() - dest.stat().st_mtime < min_interval_s:
             return None
-        if _revision(dest) is not None and _revision(dest) == _revision(database):
+        backed_up = _revision(dest)
+        if backed_up is not None and backed_up == _revision(database):
             return None
     tmp = dest.with_name(dest.name + ".tmp")
     try:
-        src = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-        try:
-            out = sqlite3.connect(tmp)
-            try:
-                src.backup(out)
-                # A single file, readable without -wal/-shm beside it (the copy inherits WAL mode).
-                out.execute("PRAGMA journal_mode=DELETE")
-            finally:
-                out.close()
-        finally:
-            src.close()
+        _copy(database, tmp, single_file=True)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
@@ -110,14 +101,24 @@ def restore_backup(database: Path) -> Path:
         if current.exists():
             os.replace(current, Path(f"{aside}{suffix}"))
     tmp = database.with_name(database.name + ".restoring")
-    src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    _copy(backup, tmp)
+    os.replace(tmp, database)
+    return aside
+
+
+def _copy(source: Path, target: Path, single_file: bool = False) -> None:
+    """A consistent copy of the database ``source`` into ``target`` (SQLite's online backup).
+
+    ``single_file``: readable without -wal/-shm files beside it (a copy inherits WAL mode).
+    """
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
-        out = sqlite3.connect(tmp)
+        out = sqlite3.connect(target)
         try:
             src.backup(out)
+            if single_file:
+                out.execute("PRAGMA journal_mode=DELETE")
         finally:
             out.close()
     finally:
         src.close()
-    os.replace(tmp, database)
-    return aside

@@ -48,26 +48,33 @@ def file_digest(path: Path) -> str:
     return str(digest.hexdigest())
 
 
-def file_problem(path: Path, dim: int, state: IndexStateRecord) -> str | None:
-    """Why the vector-index file at ``path`` is not the one the database vouches for, or None.
+def vouched_file(path: Path, dim: int, state: IndexStateRecord) -> tuple[FlatIndexFile | None, str | None]:
+    """The vector-index file at ``path``, open for searching, if the database vouches for it
+    (clean, same generation, same count), else None and why ("missing", "stale", "damaged").
 
-    Cheap (the headers, the ids and the file's length, never the vectors): ``glimpse status``
-    and the open path run it. The full digest is ``glimpse doctor``'s.
+    Cheap (the headers, the ids and the file's length, never the vectors): the one-shot
+    search and ``glimpse status`` run it. The full digest is ``glimpse doctor``'s.
     """
     if not path.is_file():
-        return "missing"
+        return None, "missing"
     if not state.clean:
-        return "stale"
+        return None, "stale"
     try:
         flat = read_flat_index(path, dim)
     except StoreError:
-        return "damaged"
-    try:
-        if flat.generation != state.generation or len(flat) != state.count:
-            return "stale"
-    finally:
+        return None, "damaged"
+    if flat.generation != state.generation or len(flat) != state.count:
         flat.close()
-    return None
+        return None, "stale"
+    return flat, None
+
+
+def file_problem(path: Path, dim: int, state: IndexStateRecord) -> str | None:
+    """Why the vector-index file at ``path`` is not the one the database vouches for, or None."""
+    flat, problem = vouched_file(path, dim, state)
+    if flat is not None:
+        flat.close()
+    return problem
 
 
 def index_path(index_dir: Path, model_id: int) -> Path:

@@ -22,8 +22,7 @@ import numpy as np
 
 from store import reads
 from store.diskerrors import read_only_folder
-from store.errors import StoreError
-from store.flat import FlatIndexFile, read_flat_index
+from store.flat import FlatIndexFile, vouched_file
 from store.records import SCHEMA_VERSION, ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord
 
 log = logging.getLogger(__name__)
@@ -111,16 +110,9 @@ class LibrarySnapshot:
     def vectors(self, model_id: int, dim: int, index_file: Path) -> FlatIndexFile | None:
         """The model's saved vector index, if the database vouches for exactly that file
         (clean, same generation, same count), else None: the full store rebuilds it."""
-        state = self.index_state(model_id)
-        if not state.clean or not index_file.is_file():
-            return None
-        try:
-            flat = read_flat_index(index_file, dim)
-        except StoreError as exc:
-            log.debug("%s", exc.message)
-            return None
-        if flat.generation != state.generation or len(flat) != state.count:
-            flat.close()
+        flat, problem = vouched_file(index_file, dim, self.index_state(model_id))
+        if flat is None:
+            log.debug("vector index %s not used by a snapshot: %s", index_file, problem)
             return None
         self._files.append(flat)
         return flat

@@ -13,8 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from indexer.errors import QueryError
-from indexer.search.query import MAX_IMAGE_ID
+from indexer.search.query import photo_id
 from indexer.search.service import SearchResult, SearchService
 from store.filenames import shown
 
@@ -53,9 +52,8 @@ def query_text(search: SearchService, args: argparse.Namespace, cwd: Path) -> st
 def similar_text(search: SearchService, args: argparse.Namespace, cwd: Path) -> str:
     """What ``glimpse similar`` prints."""
     image: str = args.image
-    if image.startswith("#") and image[1:].isdigit() and int(image[1:]) > MAX_IMAGE_ID:
-        raise QueryError(f"There is no photo {image[:24]}: photo numbers are smaller.")
-    target: str | int = int(image[1:]) if image.startswith("#") and image[1:].isdigit() else str(under(cwd, image))
+    number = photo_id(image)
+    target: str | int = number if number is not None else str(under(cwd, image))
     folders = [str(under(cwd, f)) for f in args.folder] if args.folder else None
     results = search.similar(target, k=args.k, folders=folders, tags=args.tag, without_tags=args.without_tag)
     return render_results(results, args.json)

@@ -140,6 +140,8 @@ def read_exif(img: Image.Image) -> tuple[int | None, datetime | None, str | None
     return orient, taken, _clean(exif.get(_TAG_MAKE)), _clean(exif.get(_TAG_MODEL))
 
 
+# Pillow's modes of more than 8 bits a channel, scaled to 8 bits by the photo's brightest value.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # A panorama wider than this many times its height keeps its centre: the model crops to a
 # square anyway, and a 100,000 × 1 strip scaled to the model's height would need gigabytes.
 MAX_ASPECT = 16
@@ -156,7 +158,7 @@ def _to_rgb(img: Image.Image, peak: float | None = None) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if mode in _WIDE_MODES:
         arr = np.asarray(img, dtype=np.float32)
         if peak is None:
             peak = float(arr.max()) if arr.size else 0.0
@@ -175,19 +177,19 @@ def _to_rgb(img: Image.Image, peak: float | None = None) -> Image.Image:
 
 def _peak(img: Image.Image) -> float | None:
     """The brightest value of a 16-bit or float photo (no copy of its pixels)."""
-    if img.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode not in _WIDE_MODES:
         return None
     extrema = img.getextrema()
     return float(extrema[1]) if isinstance(extrema[1], int | float) else None
 
 
-def _centre_box(w: int, h: int) -> tuple[int, int, int, int]:
-    """The part of a ``w`` × ``h`` photo kept: all of it, or its centre at ``MAX_ASPECT``:1."""
-    if w > MAX_ASPECT * h:
-        keep = MAX_ASPECT * h
+def _centre_box(w: int, h: int, ratio: int) -> tuple[int, int, int, int]:
+    """The part of a ``w`` × ``h`` photo kept: all of it, or its centre at ``ratio``:1."""
+    if w > ratio * h:
+        keep = ratio * h
         return (w - keep) // 2, 0, (w - keep) // 2 + keep, h
-    if h > MAX_ASPECT * w:
-        keep = MAX_ASPECT * w
+    if h > ratio * w:
+        keep = ratio * w
         return 0, (h - keep) // 2, w, (h - keep) // 2 + keep
     return 0, 0, w, h
 
@@ -198,10 +200,19 @@ def working_image(img: Image.Image, need: int) -> Image.Image:
     A huge PNG, TIFF or WebP is decoded whole (those formats cannot decode at a lower
     size, as JPEG's DCT scaling can), so this is where memory is bounded: the photo is
     converted and reduced by an integer factor a strip of rows at a time, so only the
-    decoded original and the small result exist at once, never a full-size copy.
+    decoded original and the small result exist at once, never a full-size copy. When a
+    new image is returned, the original is closed.
     """
+    out = _working(img, need)
+    if out is not img:
+        img.close()
+    return out
+
+
+def _working(img: Image.Image, need: int) -> Image.Image:
+    """:func:`working_image` without the closing: the original itself when it is already small RGB."""
     peak = _peak(img)
-    left, top, right, bottom = _centre_box(*img.size)
+    left, top, right, bottom = _centre_box(*img.size, MAX_ASPECT)
     w, h = right - left, bottom - top
     # Twice the size needed survives the integer reduction, so the final resample (bicubic,
     # as open_clip's) still does the last step and the result matches a full-size resize.
@@ -245,13 +256,17 @@ def open_photo(
     (when the file is that large) and not much more, using DCT scaling for JPEGs."""
     path = Path(path)
     name = shown(path.name)
-    if path.suffix.lower() in RAW_EXTENSIONS:
-        return _open_raw(path, min_side)
     if ".heic" not in Image.registered_extensions():  # HEIC/HEIF: once per process, when first decoding
         register_heif()
     if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = max_pixels  # ours is checked below; Pillow's own must not be lower
     try:
+        if path.suffix.lower() in RAW_EXTENSIONS:  # camera RAW: its embedded preview (indexer.ingest.raw)
+            from indexer.ingest.raw import open_raw_preview
+
+            _open_regular(path).close()  # a FIFO or a folder named .dng is refused like any other
+            preview, meta = open_raw_preview(path)
+            return working_image(preview, min_side), meta
         with warnings.catch_warnings(), _open_regular(path) as fh:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit decides, below
             img: Image.Image = Image.open(fh)
@@ -268,10 +283,7 @@ def open_photo(
                 # After load(): reading a PNG's EXIF first made Pillow swallow a broken data
                 # stream, and the damaged photo was indexed from a half-decoded image.
                 orientation, taken, make, model = read_exif(img)
-                work = working_image(img, min_side)
-                if work is not img:
-                    img.close()
-                    img = work
+                img = working_image(img, min_side)
                 if orientation not in (None, 1):
                     img = ImageOps.exif_transpose(img) or img
             except BaseException:
@@ -303,23 +315,6 @@ def open_photo(
     return img, meta
 
 
-def _open_raw(path: Path, min_side: int) -> tuple[Image.Image, PhotoMetadata]:
-    """A camera RAW file, from its embedded preview (``indexer.ingest.raw``)."""
-    from indexer.ingest.raw import open_raw_preview
-
-    try:
-        _open_regular(path).close()  # a FIFO or a folder named .dng is refused like any other
-    except FileNotFoundError as exc:
-        raise PhotoVanishedError(f"{shown(path.name)}: the file disappeared before it could be read.") from exc
-    except PermissionError as exc:
-        raise DecodeError(f"{shown(path.name)}: permission denied.") from exc
-    img, meta = open_raw_preview(path)
-    work = working_image(img, min_side)
-    if work is not img:
-        img.close()
-    return work, meta
-
-
 def over_limit(name: str, w: int, h: int, max_pixels: int) -> str:
     """The one message for a photo over the pixel limit (quoted the same everywhere)."""
     return (
@@ -345,7 +340,8 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         if max(w, h) > 4 * min(w, h):
             # Only the centre survives the crop: cut it first, so a 1 × 100,000 strip is not
             # scaled up to s × 25,600,000 pixels on the way.
-            img = _centre_square(img)
+            # (kept 2:1 wide, so the final crop is the same as from the whole photo)
+            img = img.crop(_centre_box(w, h, 2))
             w, h = img.size
         if w <= h:
             nw, nh = s, int(s * h / w)
@@ -356,16 +352,6 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
         top = round((nh - s) / 2.0)
         out = resized.crop((left, top, left + s, top + s))
     return np.asarray(out, dtype=np.uint8)
-
-
-def _centre_square(img: Image.Image) -> Image.Image:
-    """The centre of ``img`` with a margin, wide enough that the final crop is the same."""
-    w, h = img.size
-    side = min(w, h)
-    keep = min(max(w, h), 2 * side)
-    if w > h:
-        return img.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
-    return img.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
 
 
 def make_thumbnail(img: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:

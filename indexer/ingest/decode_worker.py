@@ -7,7 +7,6 @@ and the decoder only: no torch, FAISS or SQLAlchemy to load before it can work.
 from __future__ import annotations
 
 import contextlib
-import errno
 import faulthandler
 import logging
 import os
@@ -24,6 +23,7 @@ from indexer.errors import DecodeError, PhotoVanishedError
 from indexer.ingest.decode import PhotoMetadata, decode_photo, register_heif
 from indexer.ingest.thumbnails import ThumbnailCache
 from indexer.models.preprocess import PreprocessSpec
+from store.diskerrors import is_disk_error
 from store.filenames import shown
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,6 @@ class Decoded:
     vanished: bool = False  # the file was gone (moved or deleted): not a failure of the photo
     disk_errno: int | None = None  # the thumbnail could not be written: the library's disk is full or read-only
 
-
-_DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 # A worker that outlives its deadline by this much is stuck in native code where no Python
 # signal handler can run: it exits, the pool is rebuilt and the file is reported.
@@ -150,7 +148,7 @@ def decode_job(
         try:
             ThumbnailCache(Path(thumb_dir)).put(job.thumb_key, photo.thumbnail)
         except OSError as exc:
-            if exc.errno in _DISK_ERRNOS:  # every later photo would fail alike: the run stops, told once
+            if is_disk_error(exc):  # every later photo would fail alike: the run stops, told once
                 return Decoded(job, disk_errno=exc.errno)
             log.warning("cannot write thumbnail for %s: %s", shown(job.path), exc)
     return Decoded(job, pixels=photo.pixels, meta=photo.metadata, regions=photo.regions)

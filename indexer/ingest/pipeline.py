@@ -137,6 +137,7 @@ class DecodePool:
         self._queue = list(reversed(jobs))  # pop() from the end keeps the original order
         self._suspects: list[DecodeJob] = []
         self._paths = {j.image_id: j.path for j in jobs}
+        self._thumb_dir = thumb_dir
         self._args = (spec, thumb_dir, cfg.thumbnail_size, cfg.max_pixels, cfg.decode_timeout_s)
         self._job_fn = job_fn
         self._cfg = cfg
@@ -194,7 +195,7 @@ class DecodePool:
                     self._suspects.append(job)
                 continue
             if result.disk_errno is not None:
-                raise OSError(result.disk_errno, os.strerror(result.disk_errno), self._args[1])
+                raise OSError(result.disk_errno, os.strerror(result.disk_errno), self._thumb_dir)
             if result.vanished:
                 # Moved or deleted while queued: the row stays pending; the watcher or the next
                 # scan settles where it went. Recording it as unreadable would strand a moved photo.

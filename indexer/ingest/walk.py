@@ -17,6 +17,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# Camera RAW files: indexed from the preview JPEG the camera embeds (``indexer.ingest.raw``).
+RAW_EXTENSIONS = frozenset(
+    {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
+)
 PHOTO_EXTENSIONS = frozenset(
     {
         ".jpg",
@@ -35,11 +39,7 @@ PHOTO_EXTENSIONS = frozenset(
         ".hif",
         ".avif",
     }
-    | {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
-)
-# Camera RAW files: indexed from the preview JPEG the camera embeds (``indexer.ingest.raw``).
-RAW_EXTENSIONS = frozenset(
-    {".dng", ".cr2", ".cr3", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2", ".pef", ".srw"}
+    | RAW_EXTENSIONS
 )
 # Folders that hold system or application files, never the user's photos.
 SKIP_DIRS = frozenset(

@@ -105,6 +105,16 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith(("/", "~", "./", "../")) or value.lower().endswith(_PHOTO_SUFFIXES)
 
 
+def photo_id(text: str) -> int | None:
+    """The photo number in ``#123``, or None if ``text`` is not one; too large a number is a
+    :class:`QueryError` (ids are SQLite integers), never an ``OverflowError`` further on."""
+    if not (m := _IMAGE_ID.match(text)):
+        return None
+    if int(m.group(1)) > MAX_IMAGE_ID:
+        raise QueryError(f"There is no photo #{m.group(1)[:24]}…: photo numbers are smaller.")
+    return int(m.group(1))
+
+
 def _resolve(value: str, base_dir: Path | None) -> Path:
     candidate = Path(value).expanduser()
     if base_dir is not None and not candidate.is_absolute():
@@ -153,10 +163,8 @@ def parse_query(text: str, base_dir: Path | None = None) -> Query:
             raise QueryError('A term is empty ("").')
         if len(value) > MAX_TERM_CHARS:
             raise QueryError(f"A term is {len(value):,} characters long; keep each under {MAX_TERM_CHARS:,}.")
-        if not quoted and (mid := _IMAGE_ID.match(value)):
-            if int(mid.group(1)) > MAX_IMAGE_ID:
-                raise QueryError(f"There is no photo #{mid.group(1)[:24]}…: photo numbers are smaller.")
-            terms.append(Term("id", mid.group(1), sign * weight))
+        if not quoted and photo_id(value) is not None:
+            terms.append(Term("id", value[1:], sign * weight))
             continue
         if _is_file(value, base_dir):
             terms.append(Term("file", str(_resolve(value, base_dir)), sign * weight))

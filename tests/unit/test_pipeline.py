@@ -7,25 +7,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexer.ingest.pipeline import Control, IndexingPipeline, IndexReport, PipelineConfig
+from indexer.ingest.decode_worker import Decoded, DecodeJob
+from indexer.ingest.pipeline import Control, DecodePool, IndexingPipeline, IndexReport, PipelineConfig
 from indexer.ingest.thumbnails import ThumbnailCache
 from indexer.models.embedder import OpenClipEmbedder
+from indexer.models.preprocess import PreprocessSpec
 from indexer.models.space import single_space
 from indexer.search.service import SearchService
 from indexer.toyworld.world import all_specs
 from store.library import LibraryStore
 from store.paths import AppPaths
-from store.records import ImageStatus
+from store.records import FailedImage, ImageStatus
 from tests.photos import write_photo
+from tests.steps import drain
 
 
 def _run(pipeline: IndexingPipeline, roots: list[Path], control: Control | None = None) -> IndexReport:
-    gen = pipeline.run(roots, control)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(pipeline.run(roots, control))
+
+
+def _decode_all(pool: DecodePool) -> tuple[list[Decoded], list[FailedImage]]:
+    """Pump ``pool`` until every job is decoded or failed, then close it."""
+    ok: list[Decoded] = []
+    bad: list[FailedImage] = []
+    try:
+        while not pool.exhausted:
+            good, failed = pool.pump(timeout=0.1)
+            ok += good
+            bad += failed
+    finally:
+        pool.close()
+    return ok, bad
 
 
 @pytest.fixture
@@ -162,9 +174,6 @@ def test_changed_photo_is_re_embedded_and_vector_replaced(library, tmp_path: Pat
 
 
 def test_a_decoder_crash_fails_only_the_guilty_photo(tmp_path: Path) -> None:
-    from indexer.ingest.decode_worker import DecodeJob
-    from indexer.ingest.pipeline import DecodePool
-    from indexer.models.preprocess import PreprocessSpec
     from tests.crashy import crash_on_named
 
     paths = [write_photo(tmp_path / f"ok{i}.jpg", all_specs()[i], seed=i) for i in range(9)]
@@ -172,14 +181,7 @@ def test_a_decoder_crash_fails_only_the_guilty_photo(tmp_path: Path) -> None:
     jobs = [DecodeJob(i, str(p), None) for i, p in enumerate(paths)]
     spec = PreprocessSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     pool = DecodePool(jobs, spec, PipelineConfig(batch_size=4, decode_workers=2), None, job_fn=crash_on_named)
-    ok, bad = [], []
-    try:
-        while not pool.exhausted:
-            good, failed = pool.pump(timeout=0.1)
-            ok += good
-            bad += failed
-    finally:
-        pool.close()
+    ok, bad = _decode_all(pool)
     assert sorted(d.job.image_id for d in ok) == [i for i in range(10) if i != 4]
     assert [(f.image_id, "crashed" in f.error) for f in bad] == [(4, True)]
 
@@ -193,27 +195,16 @@ def test_a_photo_gone_before_its_decode_is_not_recorded_as_unreadable(library, t
     pending = store.pending_images(pipeline.vectors().model_id)
     gone_id, gone_path = pending[0]
     Path(gone_path).unlink()
-    report = _drain(pipeline.index_pending())
+    report = drain(pipeline.index_pending())
     assert report.failed == 0 and report.indexed == len(pending) - 1
     assert store.images([gone_id])[gone_id].status == ImageStatus.PENDING
     _run(pipeline, [tmp_path / "photos"])  # the next scan notices it is gone
     assert store.image_by_path(gone_path) is None
 
 
-def _drain(gen):  # type: ignore[no-untyped-def]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
-
-
 def test_a_stalled_decode_is_failed_with_a_reason_and_the_rest_decode(tmp_path: Path) -> None:
     """A photo that stalls past the time limit is failed, whether the stall can be interrupted
     (soft limit) or not (the worker is killed and replaced); the others decode normally."""
-    from indexer.ingest.decode_worker import DecodeJob
-    from indexer.ingest.pipeline import DecodePool
-    from indexer.models.preprocess import PreprocessSpec
     from tests.crashy import stall_on_named
 
     paths = [write_photo(tmp_path / f"ok{i}.jpg", all_specs()[i], seed=i) for i in range(6)]
@@ -223,14 +214,7 @@ def test_a_stalled_decode_is_failed_with_a_reason_and_the_rest_decode(tmp_path: 
     spec = PreprocessSpec(size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     cfg = PipelineConfig(batch_size=4, decode_workers=2, decode_timeout_s=1.0)
     pool = DecodePool(jobs, spec, cfg, None, job_fn=stall_on_named)
-    ok, bad = [], []
-    try:
-        while not pool.exhausted:
-            good, failed = pool.pump(timeout=0.1)
-            ok += good
-            bad += failed
-    finally:
-        pool.close()
+    ok, bad = _decode_all(pool)
     assert sorted(d.job.image_id for d in ok) == [i for i in range(8) if i not in (2, 5)]
     assert sorted(f.image_id for f in bad) == [2, 5]
     assert all("took longer than 1 s to decode" in f.error for f in bad), bad
