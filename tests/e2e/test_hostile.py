@@ -128,3 +128,117 @@ def test_files_that_vanish_or_change_during_a_run(tmp_path: Path, paths, toy_emb
         assert "gone" not in after and "piped" not in after
     finally:
         store.close()
+
+
+def _glimpse(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*glimpse_cmd(), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _small_library(tmp_path: Path, env: dict[str, str]) -> Path:
+    from tests.hostile import _encode, _photo
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for n in range(12):
+        (root / f"p{n:02d}.jpg").write_bytes(_encode(_photo(n), "JPEG"))
+    assert _glimpse(["index", str(root)], env).returncode == 0
+    return Path(env["GLIMPSE_HOME"])
+
+
+def test_swapped_vectors_and_a_scribbled_index_are_found_not_trusted(tmp_path: Path, env: dict[str, str]) -> None:
+    """Two vectors swapped inside the index file (its structure intact) gave wrong answers and
+    `doctor` said consistent; random bytes in its place showed 'index ok' in `status`."""
+    from store.flat import read_flat_index
+
+    home = _small_library(tmp_path, env)
+    index = next((home / "vectors").glob("*.faiss"))
+    before = _glimpse(["search", "something red", "-k", "3", "--json"], env).stdout
+    flat = read_flat_index(index, 64)
+    at, row = flat._vectors_at, flat.dim * 4
+    flat.close()
+    data = bytearray(index.read_bytes())
+    data[at : at + row], data[at + row : at + 2 * row] = data[at + row : at + 2 * row], data[at : at + row]
+    index.write_bytes(bytes(data))
+    check = _glimpse(["doctor"], env)
+    assert "digest differs" in check.stdout and "rebuilt the vector index" in check.stdout, check.stdout
+    assert _glimpse(["search", "something red", "-k", "3", "--json"], env).stdout == before
+    index.write_bytes(os.urandom(index.stat().st_size))
+    assert "index damaged" in _glimpse(["status"], env).stdout
+    assert _glimpse(["search", "something red", "-k", "3", "--json"], env).stdout == before  # rebuilt, same answer
+
+
+def test_an_emptied_database_is_reported_with_its_backup_and_restored(tmp_path: Path, env: dict[str, str]) -> None:
+    home = _small_library(tmp_path, env)
+    assert _glimpse(["tags", "add", "mine", "--prompt", "something of mine"], env).returncode == 0
+    assert _glimpse(["index"], env).returncode == 0  # takes the backup (the tag is in it)
+    database = home / "library.sqlite3"
+    database.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    refused = _glimpse(["status"], env)
+    assert refused.returncode != 0 and "damaged" in refused.stderr and "library.sqlite3.backup" in refused.stderr
+    assert "move it aside" not in refused.stderr and database.stat().st_size == 0  # nothing written over it
+    restored = _glimpse(["doctor", "--restore-backup"], env)
+    assert restored.returncode == 0, restored.stderr
+    assert "mine" in _glimpse(["tags", "list"], env).stdout
+    assert len(json.loads(_glimpse(["search", "something red", "--json"], env).stdout)) > 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 24 MB file system for the library (tmpfs; needs root and mount rights, else skipped)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a small file system here")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_indexing_with_one_message_and_search_goes_on(
+    tmp_path: Path, env: dict[str, str], tiny_disk: Path
+) -> None:
+    import shutil
+
+    from tests.hostile import _encode, _photo
+
+    home = tiny_disk / "home"
+    shutil.copytree(Path(env["GLIMPSE_HOME"]) / "models", home / "models")  # the seeded toy export
+    env["GLIMPSE_HOME"] = str(home)
+    root = tmp_path / "photos"
+    root.mkdir()
+    for n in range(600):
+        (root / f"p{n:03d}.jpg").write_bytes(_encode(_photo(n, (640, 480)), "JPEG", quality=95))
+    filler = tiny_disk / "filler"
+    free = shutil.disk_usage(tiny_disk).free
+    filler.write_bytes(b"\0" * max(0, free - 3_000_000))  # leave 3 MB: a few batches fit, then ENOSPC
+    run = _glimpse(["index", str(root)], env)
+    assert run.returncode == 74, run.stdout + run.stderr
+    assert "Library disk full" in run.stderr and "Nothing in the library was lost" in run.stderr
+    assert "Traceback" not in run.stderr and "OperationalError" not in run.stderr
+    found = _glimpse(["search", "something red", "--json"], env)
+    assert found.returncode == 0, found.stderr
+    filler.unlink()  # space freed: the next run finishes the job
+    assert _glimpse(["index", str(root)], env).returncode == 0
+    assert "600 indexed" in _glimpse(["status"], env).stdout
+
+
+def test_a_read_only_disk_refuses_writes_plainly_and_still_searches(
+    tmp_path: Path, env: dict[str, str], tiny_disk: Path
+) -> None:
+    import shutil
+
+    home = tiny_disk / "home"
+    shutil.copytree(Path(env["GLIMPSE_HOME"]) / "models", home / "models")
+    env["GLIMPSE_HOME"] = str(home)
+    _small_library(tmp_path, env)
+    before = _glimpse(["search", "something red", "--json"], env).stdout
+    if subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], capture_output=True).returncode != 0:
+        pytest.skip("cannot remount read-only here")
+    found = _glimpse(["search", "something red", "--json"], env)
+    assert found.returncode == 0 and found.stdout == before, found.stderr
+    assert _glimpse(["status"], env).returncode == 0
+    refused = _glimpse(["tags", "add", "new", "--prompt", "a new thing"], env)
+    assert refused.returncode == 74 and "read-only disk" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
