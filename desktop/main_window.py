@@ -37,6 +37,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QAction, QDesktopServices, QDragEnterEvent, QDropEvent, QGuiApplication, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QCompleter,
     QDockWidget,
@@ -136,6 +137,13 @@ class MainWindow(QMainWindow):
         self.sort = QComboBox()
         self.sort.addItems(["Relevance", "Date"])
         self.sort.currentTextChanged.connect(lambda t: self.results.sort_by(t.lower()))
+        self.show_weak = QCheckBox("Show weaker matches")
+        self.show_weak.setToolTip("After the photos that match, list the ones that match less well")
+        self.show_weak.toggled.connect(self._toggle_weak)
+        self.group_copies = QCheckBox("Group near-duplicates")
+        self.group_copies.setChecked(True)
+        self.group_copies.setToolTip('Show copies and near-duplicates of a photo as one result, "+N"')
+        self.group_copies.toggled.connect(self._toggle_grouping)
         self.zoom = QSlider(Qt.Orientation.Horizontal)
         self.zoom.setRange(64, 256)
         self.zoom.setValue(160)
@@ -144,6 +152,8 @@ class MainWindow(QMainWindow):
         self.zoom.valueChanged.connect(self._set_zoom)
         top = QHBoxLayout()
         top.addWidget(self.search_field, 1)
+        top.addWidget(self.show_weak)
+        top.addWidget(self.group_copies)
         top.addWidget(self.sort)
         top.addWidget(self.zoom)
         return top
@@ -241,6 +251,11 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.failures_btn)
         self.statusBar().addPermanentWidget(self.progress)
 
+        duplicates_btn = QPushButton("Duplicates…", flat=True)
+        duplicates_btn.setToolTip("Find copies and near-duplicates, and clean them up")
+        duplicates_btn.clicked.connect(self.open_duplicates)
+        self.statusBar().addPermanentWidget(duplicates_btn)
+
         settings_btn = QPushButton("Settings…", flat=True)
         settings_btn.clicked.connect(self.open_settings)
         self.statusBar().addPermanentWidget(settings_btn)
@@ -326,6 +341,7 @@ class MainWindow(QMainWindow):
         image: int | str = target.image_id if isinstance(target, SearchResult) else target
         label = shown(Path(target.path if isinstance(target, SearchResult) else target).name)
         self.search_field.setText(f"#{image}" if isinstance(image, int) else str(image))
+        self._query = f"photos like {label}"
         self._search_by(lambda: search.similar(image, k=RESULTS))
         self.state_label.setText(f"Photos like {label}")
 
@@ -335,12 +351,35 @@ class MainWindow(QMainWindow):
 
     def _show_results(self, results: list[SearchResult]) -> None:
         self.message.hide()
+        self.results.sort_by(self.sort.currentText().lower())
         self.results.set_results(results)
-        if self.sort.currentText() == "Date":
-            self.results.sort_by("date")
-        if not results:
-            self._show_message("No photos match yet. If indexing is still running, results will grow.")
+        self._describe_answer()
         self.results_shown.emit(results)
+
+    def _toggle_grouping(self, group: bool) -> None:
+        self.results.set_collapse(group)
+        self._describe_answer()
+
+    def _toggle_weak(self, show: bool) -> None:
+        self.results.set_show_weak(show)
+        self._describe_answer()
+
+    def _describe_answer(self) -> None:
+        """Say what the grid shows: how many photos match, or that none does and these are the closest."""
+        matches, weaker = self.results.matches, self.results.weaker
+        if not matches and not weaker:
+            self._show_message("No photos match yet. If indexing is still running, results will grow.")
+            return
+        if not matches:
+            what = f" for “{self._query}”" if self._query else ""
+            hint = "" if self.show_weak.isChecked() else " Show weaker matches to see more."
+            self._show_message(f"No good match{what}. The closest photos are shown dimmed.{hint}")
+        else:
+            self.message.hide()
+        count = f"{matches:,} match{'es' if matches != 1 else ''}"
+        if weaker:
+            count += f" · {weaker:,} weaker {'shown' if self.show_weak.isChecked() else 'hidden'}"
+        self.state_label.setText(count)
 
     def _search_failed(self, exc: BaseException) -> None:
         if isinstance(exc, GlimpseError):
@@ -380,6 +419,16 @@ class MainWindow(QMainWindow):
             target = self.services.paths.cache_dir / "pasted-query.png"
             if image.save(str(target)):
                 self.search_similar(str(target))
+
+    def open_duplicates(self) -> None:
+        """The duplicates window; it finds groups on the I/O runner and trashes only what the user confirms."""
+        from desktop.duplicates_view import DuplicatesDialog
+
+        dialog = DuplicatesDialog(self.services.duplicates, self.io_runner, parent=self)
+        dialog.trashed.connect(lambda _report: self.run_search() if self._query else None)
+        self.duplicates_dialog = dialog
+        dialog.open()
+        dialog.refresh()
 
     def open_settings(self) -> None:
         """Read what the dialog shows off the GUI thread (counts, devices present, the model in use)."""

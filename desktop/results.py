@@ -13,7 +13,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QPersistentModelIndex, QRect, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractListModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QPoint,
+    QRect,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
@@ -24,6 +34,7 @@ from indexer.search.service import SearchResult
 from store.filenames import shown
 
 ResultRole = Qt.ItemDataRole.UserRole + 1
+CLOSEST = 3  # weaker photos shown when a query has no good match
 Index = QModelIndex | QPersistentModelIndex
 
 
@@ -81,28 +92,78 @@ class ThumbnailProvider(QObject):
 
 
 class ResultsModel(QAbstractListModel):
+    """A search's answer: its matches, then (when asked for) the weaker ones, marked ``weak``.
+
+    Rows are always results, so the viewer and the selection need no special cases; the
+    delegate draws the line between matches and weaker ones.
+    """
+
     def __init__(self, thumbnails: ThumbnailProvider, parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self._results: list[SearchResult] = []
+        self._answer: list[SearchResult] = []  # everything the search returned
+        self._results: list[SearchResult] = []  # what the rows show
         self._rows: dict[str, int] = {}
+        self._show_weak = False
+        self._collapse = True
+        self._order = "relevance"
         self.thumbnails = thumbnails
         thumbnails.ready.connect(self._thumbnail_ready)
 
     def set_results(self, results: list[SearchResult]) -> None:
+        self._answer = list(results)
+        self._refresh()
+
+    def set_show_weak(self, show: bool) -> None:
+        """Show the weaker matches after the matches, or only the matches."""
+        self._show_weak = show
+        self._refresh()
+
+    def set_collapse(self, collapse: bool) -> None:
+        """Show a group of near-duplicates as its best photo ("+N"), or every photo of it."""
+        self._collapse = collapse
+        self._refresh()
+
+    def _listed(self) -> list[SearchResult]:
+        return [r for r in self._answer if not (self._collapse and r.duplicate_of is not None)]
+
+    @property
+    def matches(self) -> int:
+        return sum(not r.weak for r in self._listed())
+
+    @property
+    def weaker(self) -> int:
+        return sum(r.weak for r in self._listed())
+
+    def sort_by(self, key: str) -> None:
+        """ "relevance" (match strength) or "date" (taken, newest first; undated last); the
+        matches stay before the weaker ones either way."""
+        self._order = key
+        self._refresh()
+
+    def _refresh(self) -> None:
+        def when(r: SearchResult) -> tuple[bool, float]:
+            return (r.taken_at is None, -(r.taken_at.timestamp() if r.taken_at else 0))
+
+        listed = self._listed()
+        shown_ = [r for r in listed if self._show_weak or not r.weak]
+        if not shown_ and not self._show_weak:
+            # No good match: the closest few, never a page of noise.
+            shown_ = sorted(listed, key=lambda r: -r.strength)[:CLOSEST]
+        if self._order == "date":
+            shown_.sort(key=lambda r: (r.weak, *when(r)))
+        else:
+            shown_.sort(key=lambda r: (r.weak, -r.strength, -r.score))
         self.beginResetModel()
-        self._results = list(results)
+        self._results = shown_
         self._rows = {r.path: i for i, r in enumerate(self._results)}
         self.endResetModel()
 
-    def sort_by(self, key: str) -> None:
-        """ "relevance" (score) or "date" (taken, newest first; undated last)."""
-        if key == "date":
-            ordered = sorted(
-                self._results, key=lambda r: (r.taken_at is None, -(r.taken_at.timestamp() if r.taken_at else 0))
-            )
-        else:
-            ordered = sorted(self._results, key=lambda r: -r.score)
-        self.set_results(ordered)
+    @property
+    def collapsed(self) -> bool:
+        return self._collapse
+
+    def first_weak_row(self) -> int | None:
+        return next((i for i, r in enumerate(self._results) if r.weak), None)
 
     def result(self, row: int) -> SearchResult:
         return self._results[row]
@@ -124,7 +185,10 @@ class ResultsModel(QAbstractListModel):
             tags = f"\ntags: {', '.join(r.tags)}" if r.tags else ""
             if r.region is not None:
                 tags += "\nmatched in the outlined part of the photo"
-            return f"{shown(r.path)}\nscore {r.score:.3f}   {size}   {date}".rstrip() + tags
+            verdict = "weaker match" if r.weak else "match"
+            if r.similar and self._collapse:
+                tags += f"\n+{len(r.similar)} near-duplicate{'s' if len(r.similar) != 1 else ''} of this photo"
+            return f"{shown(r.path)}\n{verdict} {r.strength:.0%}   {size}   {date}".rstrip() + tags
         if role == ResultRole:
             return r
         return None
@@ -152,6 +216,10 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: Index) -> None:
         rect = option.rect.adjusted(2, 2, -2, -2)
         painter.save()
+        result = index.data(ResultRole)
+        weak = isinstance(result, SearchResult) and result.weak
+        if weak:
+            painter.setOpacity(0.45)  # weaker matches: there, but clearly not the answer
         if option.state & QStyle.StateFlag.State_Selected:
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(option.palette.highlight())
@@ -175,10 +243,46 @@ class ThumbnailDelegate(QStyledItemDelegate):
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(option.palette.color(role))
         painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignVCenter, name)
-        result = index.data(ResultRole)
         if isinstance(result, SearchResult) and result.tags and self.size >= 96:
             self._chips(painter, option, box, result.tags[: self.CHIPS])
+        if isinstance(result, SearchResult):
+            model = index.model()
+            grouped = result.similar and isinstance(model, ResultsModel) and model.collapsed
+            more = f"  +{len(result.similar)}" if grouped else ""
+            self._strength(painter, option, box, f"{result.strength:.0%}{more}")
+        painter.setOpacity(1.0)
+        model = index.model()
+        if weak and isinstance(model, ResultsModel) and model.first_weak_row() == index.row():
+            self._divider(painter, option, rect)
         painter.restore()
+
+    @staticmethod
+    def _divider(painter: QPainter, option: QStyleOptionViewItem, rect: QRect) -> None:
+        """Where the matches end: a bar before the first weaker match, and its caption."""
+        painter.setPen(QPen(option.palette.color(QPalette.ColorRole.Highlight), 3))
+        painter.drawLine(rect.left() - 1, rect.top(), rect.left() - 1, rect.bottom())
+        font = QFont(option.font)
+        font.setPointSizeF(max(font.pointSizeF() * 0.8, 6.0))
+        font.setBold(True)
+        painter.setFont(font)
+        painter.setPen(option.palette.color(QPalette.ColorRole.Text))
+        painter.drawText(rect.adjusted(6, 2, 0, 0), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop, "Weaker ›")
+
+    @staticmethod
+    def _strength(painter: QPainter, option: QStyleOptionViewItem, box: QRect, text: str) -> None:
+        """The calibrated match strength (and "+N" near-duplicates) as a badge in the top right corner."""
+        font = QFont(option.font)
+        font.setPointSizeF(max(font.pointSizeF() * 0.75, 6.0))
+        painter.setFont(font)
+        metrics = QFontMetrics(font)
+        badge = QRect(0, 0, metrics.horizontalAdvance(text) + 8, metrics.height() + 2)
+        badge.moveTopRight(box.topRight() + QPoint(-3, 3))
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(0, 0, 0, 150))
+        painter.drawRoundedRect(badge, badge.height() / 2, badge.height() / 2)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(badge, Qt.AlignmentFlag.AlignCenter, text)
 
     CHIPS = 3
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:  # built on first use (Services); their modules are imported t
     from indexer.ingest.thumbnails import ThumbnailCache
     from indexer.live.service import LibraryService
     from indexer.live.switch import ModelSwitch
+    from indexer.search.duplicates import DuplicateFinder
     from indexer.segment.objects import ObjectSearch
     from indexer.tags.editor import TagEditor
 
@@ -119,6 +120,12 @@ class Services:
         from indexer.tags.editor import TagEditor
 
         return TagEditor(self.tags, self.store, self.tagger)
+
+    @functools.cached_property
+    def duplicates(self) -> DuplicateFinder:
+        from indexer.search.duplicates import DuplicateFinder
+
+        return DuplicateFinder(self.store, self.slot, self.settings.duplicate_similarity)
 
     @functools.cached_property
     def objects(self) -> ObjectSearch:
@@ -252,5 +259,14 @@ def _wire(
 
     builders = _Builders(config, make_space, segmenter_source)
     return Services(
-        paths, settings, spec, choice, store, slot, tags, tagger, SearchService(store, slot, tags), builders
+        paths,
+        settings,
+        spec,
+        choice,
+        store,
+        slot,
+        tags,
+        tagger,
+        SearchService(store, slot, tags, settings.duplicate_similarity),
+        builders,
     )

@@ -45,6 +45,13 @@ def _flag(key: str, value: Any) -> bool:
     return value
 
 
+def similarity(key: str, value: Any) -> float:
+    """A cosine threshold for near-duplicates: from 0.5 (very loose) to 1 (identical vectors)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 1.0:
+        raise SettingsError(f"{key} is {value!r}; allowed values: a number from 0.5 to 1.")
+    return float(value)
+
+
 def _text(key: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise SettingsError(f"{key} is {value!r}; allowed values: a file path (text), or null.")
@@ -71,6 +78,9 @@ class Settings:
     sam_weights: str | None = None  # a checkpoint file instead of the model folder / download
     segment_disk_cache: bool = False  # keep image encodings on disk (about 2 MB per photo)
     regions: bool = False  # region index: embed object proposals too (finds small objects; ~4x the indexing time)
+    # How alike two photos' vectors must be (cosine) to count as near-duplicates: `glimpse
+    # duplicates` groups them and search shows a group as one result with "+N similar".
+    duplicate_similarity: float = 0.96
     model: str | None = field(default=None, repr=False)  # legacy, see above
     weights: str | None = field(default=None, repr=False)  # legacy, see above
 
@@ -88,6 +98,7 @@ class Settings:
         self.sam_weights = _text("sam_weights", self.sam_weights)
         self.segment_disk_cache = _flag("segment_disk_cache", self.segment_disk_cache)
         self.regions = _flag("regions", self.regions)
+        self.duplicate_similarity = similarity("duplicate_similarity", self.duplicate_similarity)
         self.model = _text("model", self.model)
         self.weights = _text("weights", self.weights)
         return self

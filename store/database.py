@@ -33,7 +33,17 @@ from store.diskerrors import disk_error, is_disk_error, read_only_folder
 from store.errors import SchemaTooNewError, StoreError
 from store.lock import LibraryLock
 from store.records import SCHEMA_VERSION
-from store.schema import ImageTag, Meta, Region, ScanProblem, Tag, TagOverride, TagVector, metadata
+from store.schema import (
+    Description,
+    ImageTag,
+    Meta,
+    Region,
+    ScanProblem,
+    Tag,
+    TagOverride,
+    TagVector,
+    metadata,
+)
 from store.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -66,9 +76,22 @@ def _v4_to_v5(conn: Connection) -> None:
     metadata.create_all(conn, tables=[ScanProblem])
 
 
+def _v5_to_v6(conn: Connection) -> None:
+    """v6: the descriptions a query is calibrated against (relevance cutoff), and each photo's
+    perceptual hash (near-duplicates; photos indexed before it have none until re-read)."""
+    metadata.create_all(conn, tables=[Description])
+    conn.execute(text("ALTER TABLE images ADD COLUMN fingerprint BIGINT"))
+
+
 # MIGRATIONS[v] upgrades a database at version v to v + 1. A new database is
 # created directly at SCHEMA_VERSION from the current models.
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+    5: _v5_to_v6,
+}
 
 
 def _on_connect_frozen(dbapi_conn: sqlite3.Connection, _record: Any) -> None:

@@ -82,18 +82,31 @@ def index_path(index_dir: Path, model_id: int) -> Path:
     return index_dir / f"model-{model_id}.faiss"
 
 
+# How many scores of a search's rows are kept as the library's distribution for that query
+# (search calibrates image queries against it: ``indexer.search.relevance``).
+SAMPLE_ROWS = 2048
+
+
 @dataclass(frozen=True)
 class SearchHits:
     ids: np.ndarray  # int64, best first
     scores: np.ndarray  # float32 cosine similarity
+    rows: np.ndarray | None = None  # (len(ids), dim) float32: the hits' own vectors, when the index has them
+    sample: np.ndarray | None = None  # float32: the query's scores on an even sample of the searched rows
 
 
 def no_hits() -> SearchHits:
-    return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32))
+    return SearchHits(np.empty(0, np.int64), np.empty(0, np.float32), None, np.empty(0, np.float32))
 
 
-def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> SearchHits:
-    """The ``k`` rows of ``vectors`` (n, dim) with the highest inner product with ``query``, best first.
+def sample_stride(n: int) -> int:
+    """Every how many rows one is kept in a search's sample (about :data:`SAMPLE_ROWS` of ``n``)."""
+    return max(1, n // SAMPLE_ROWS)
+
+
+def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int, stride: int | None = None) -> SearchHits:
+    """The ``k`` rows of ``vectors`` (n, dim) with the highest inner product with ``query``, best first,
+    with their vectors and every ``stride``-th score as the sample.
 
     Ties keep storage order (a stable sort), so two readers of the same file agree.
     """
@@ -104,7 +117,8 @@ def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> Se
     scores = vectors @ query
     top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
     order = top[np.argsort(-scores[top], kind="stable")]
-    return SearchHits(ids[order].astype(np.int64), scores[order].astype(np.float32))
+    sample = scores[:: stride or sample_stride(n)].astype(np.float32)
+    return SearchHits(ids[order].astype(np.int64), scores[order].astype(np.float32), vectors[order].copy(), sample)
 
 
 def _read_exact(fh: BinaryIO, size: int) -> bytes:
@@ -164,8 +178,8 @@ class FlatIndexFile:
         if n == 0 or k <= 0:
             return no_hits()
         buffer: np.ndarray = np.empty((min(self.CHUNK_ROWS, n), self.dim), np.float32)
-        ids_kept: list[np.ndarray] = []
-        scores_kept: list[np.ndarray] = []
+        kept: list[SearchHits] = []
+        stride = sample_stride(n if allowed is None else min(n, len(allowed)))
         self._fh.seek(self._vectors_at)
         for start in range(0, n, self.CHUNK_ROWS):
             rows = buffer[: min(self.CHUNK_ROWS, n - start)]
@@ -174,12 +188,15 @@ class FlatIndexFile:
             if allowed is not None:
                 keep = np.isin(ids, allowed)
                 rows, ids = rows[keep], ids[keep]
-            hits = top_k(rows, ids, q, k)
-            ids_kept.append(hits.ids)
-            scores_kept.append(hits.scores)
-        ids_all, scores_all = np.concatenate(ids_kept), np.concatenate(scores_kept)
+            kept.append(top_k(rows, ids, q, k, stride))
+        if not any(len(h.ids) for h in kept):
+            return no_hits()
+        ids_all = np.concatenate([h.ids for h in kept])
+        scores_all = np.concatenate([h.scores for h in kept])
+        rows_all = np.concatenate([h.rows for h in kept if h.rows is not None])
         order = np.argsort(-scores_all, kind="stable")[:k]  # candidates are in file order: ties keep it
-        return SearchHits(ids_all[order], scores_all[order])
+        sample = np.concatenate([h.sample for h in kept if h.sample is not None])
+        return SearchHits(ids_all[order], scores_all[order], rows_all[order], sample)
 
 
 def _fill(fh: BinaryIO, out: np.ndarray) -> None:

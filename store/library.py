@@ -130,6 +130,13 @@ def _to_record(row: object) -> ImageRecord:
     )
 
 
+def _signed(value: int | None) -> int | None:
+    """A 64-bit unsigned hash as SQLite's signed integer (read back with ``& (2**64 - 1)``)."""
+    if value is None:
+        return None
+    return value - 2**64 if value >= 2**63 else value
+
+
 class LibraryStore:
     """Folders, images, models and embeddings of one library."""
 
@@ -213,6 +220,14 @@ class LibraryStore:
             return ids
 
         return self.write(command)
+
+    def remove_images(self, ids: Sequence[int]) -> None:
+        """Forget photos whose files were moved away on purpose (to the trash); their files are not touched."""
+
+        def command(conn: Connection) -> Any:
+            self._delete_images(conn, ids)
+
+        self.write(command)
 
     def remove_folder(self, path: str) -> list[int]:
         """Forget a root and every image under it; returns the removed image ids."""
@@ -446,6 +461,7 @@ class LibraryStore:
                             "camera_model": d.camera_model,
                             "orientation": d.orientation,
                             "thumbnail_key": d.thumbnail_key,
+                            "fingerprint": _signed(d.fingerprint),
                         }
                         for d in done
                     ],

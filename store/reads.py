@@ -26,13 +26,21 @@ import numpy as np
 
 from store.errors import NotFoundError
 from store.filenames import from_db, to_db
-from store.records import ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord, TagSource
+from store.records import (
+    DescriptionsRecord,
+    ImageRecord,
+    ImageTagRecord,
+    IndexStateRecord,
+    ModelRecord,
+    TagRecord,
+    TagSource,
+)
 
 CHUNK = 5000
 
 _IMAGE_COLUMNS = (
     "id, path, folder_id, size, mtime_ns, status, width, height, taken_at, camera_make, camera_model, "
-    "error, thumbnail_key, content_hash"
+    "error, thumbnail_key, content_hash, fingerprint"
 )
 
 
@@ -54,7 +62,7 @@ def parse_time(value: str | datetime | None) -> datetime | None:
 
 
 def _image(row: tuple[object, ...]) -> ImageRecord:
-    (id_, path, folder_id, size, mtime_ns, status, width, height, taken_at, make, model, error, thumb, digest) = row
+    (id_, path, folder_id, size, mtime_ns, status, width, height, taken_at, make, model, error, thumb, digest, fp) = row
     return ImageRecord(
         id=int(id_),  # type: ignore[call-overload]
         path=from_db(str(path)),
@@ -70,6 +78,7 @@ def _image(row: tuple[object, ...]) -> ImageRecord:
         error=error,  # type: ignore[arg-type]
         thumbnail_key=thumb,  # type: ignore[arg-type]
         content_hash=digest,  # type: ignore[arg-type]
+        fingerprint=None if fp is None else int(fp) & (2**64 - 1),  # type: ignore[call-overload]
     )
 
 
@@ -212,3 +221,20 @@ def images_with_tag(conn: sqlite3.Connection, tag_id: int, limit: int | None = N
     )
     params: tuple[object, ...] = (tag_id, TagSource.USER) + ((limit,) if limit is not None else ())
     return [(int(r[0]), float(r[1]), str(r[2])) for r in conn.execute(sql, params)]
+
+
+def descriptions_key(conn: sqlite3.Connection, model_id: int) -> str | None:
+    """What the saved descriptions of ``model_id`` were computed from (None: none saved); a cheap check."""
+    row = conn.execute("SELECT key FROM descriptions WHERE model_id = ?", (model_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def descriptions(conn: sqlite3.Connection, model_id: int) -> DescriptionsRecord | None:
+    """The descriptions a query is calibrated against in ``model_id``'s space, if the tagger saved them."""
+    row = conn.execute(
+        "SELECT model_id, key, temperature, background, count, vectors FROM descriptions WHERE model_id = ?",
+        (model_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return DescriptionsRecord(int(row[0]), str(row[1]), float(row[2]), int(row[3]), int(row[4]), bytes(row[5]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 # The schema version this code reads and writes (``store.database`` migrates older ones).
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class ImageStatus:
@@ -79,6 +79,7 @@ class ImageRecord:
     error: str | None = None
     thumbnail_key: str | None = None
     content_hash: str | None = None
+    fingerprint: int | None = None  # 64-bit perceptual hash, unsigned; None before schema v6 re-decodes
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class EmbeddedImage:
     camera_model: str | None
     orientation: int | None
     thumbnail_key: str | None
+    fingerprint: int | None = None  # 64-bit perceptual hash (``indexer.ingest.decode.fingerprint``)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,18 @@ class TagRecord:
     prompts: tuple[str, ...]
     enabled: bool
     threshold: float | None
+
+
+@dataclass(frozen=True)
+class DescriptionsRecord:
+    """What the vocabulary can say about any photo in one model's space (``store.schema.Description``)."""
+
+    model_id: int
+    key: str
+    temperature: float
+    background: int  # the first ``background`` rows are the background prompts
+    count: int
+    vectors: bytes  # float32, (count, dim)
 
 
 @dataclass(frozen=True)

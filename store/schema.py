@@ -86,6 +86,8 @@ Image = Table(
     Column("error", Text, nullable=True),
     Column("thumbnail_key", String, nullable=True),
     Column("indexed_at", DateTime, nullable=True),
+    # A 64-bit perceptual hash of the picture, stored signed (SQLite's integers are).
+    Column("fingerprint", BigInteger, nullable=True),
     Index("ix_images_status", "status"),
 )
 
@@ -205,6 +207,23 @@ TagVector = Table(
     Column("threshold", Float, nullable=True),
     Column("precision", Float, nullable=True),  # estimated on held-out examples
     Column("recall", Float, nullable=True),
+)
+
+
+# What the library's vocabulary can say about any photo, in one model's space: the
+# vocabulary's background prompts ("a photo.") and every zero-shot tag's phrases, as unit
+# vectors (float32, ``count`` rows). Search calibrates a query against them: a photo
+# matches a query when the query describes it better than these do (``indexer.search.relevance``).
+# ``key`` says what they were computed from; the tagger rewrites the row when that changes.
+Description = Table(
+    "descriptions",
+    metadata,
+    Column("model_id", Integer, ForeignKey("models.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String, nullable=False),
+    Column("temperature", Float, nullable=False),
+    Column("background", Integer, nullable=False),  # the first ``background`` rows are background prompts
+    Column("count", Integer, nullable=False),
+    Column("vectors", LargeBinary, nullable=False),
 )
 
 

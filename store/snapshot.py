@@ -23,7 +23,15 @@ import numpy as np
 from store import reads
 from store.diskerrors import read_only_folder
 from store.flat import FlatIndexFile, vouched_file
-from store.records import SCHEMA_VERSION, ImageRecord, ImageTagRecord, IndexStateRecord, ModelRecord, TagRecord
+from store.records import (
+    SCHEMA_VERSION,
+    DescriptionsRecord,
+    ImageRecord,
+    ImageTagRecord,
+    IndexStateRecord,
+    ModelRecord,
+    TagRecord,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +112,12 @@ class LibrarySnapshot:
 
     def images_with_tag(self, tag_id: int, limit: int | None = None) -> list[tuple[int, float, str]]:
         return reads.images_with_tag(self._conn, tag_id, limit)
+
+    def descriptions(self, model_id: int) -> DescriptionsRecord | None:
+        return reads.descriptions(self._conn, model_id)
+
+    def descriptions_key(self, model_id: int) -> str | None:
+        return reads.descriptions_key(self._conn, model_id)
 
     # ---- vectors ---------------------------------------------------------------------------
 

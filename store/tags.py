@@ -21,8 +21,8 @@ from store import reads
 from store.database import Database, utc_now
 from store.errors import InvalidNameError, NotFoundError, StoreError
 from store.reads import chunks
-from store.records import ImageTagRecord, TagRecord, TagSource, TagVectorRecord
-from store.schema import Image, ImageTag, Meta, Tag, TagOverride, TagVector
+from store.records import DescriptionsRecord, ImageTagRecord, TagRecord, TagSource, TagVectorRecord
+from store.schema import Description, Image, ImageTag, Meta, Tag, TagOverride, TagVector
 
 _tags = Tag
 _image_tags = ImageTag
@@ -358,6 +358,34 @@ class TagStore:
                         "recall": r.recall,
                     }
                     for r in records
+                ],
+            )
+
+        self._write(command)
+
+    # ---- what the vocabulary can say about any photo (search's calibration) --------------
+
+    def descriptions(self, model_id: int) -> DescriptionsRecord | None:
+        with self.db.reading() as conn:
+            return reads.descriptions(conn, model_id)
+
+    def descriptions_key(self, model_id: int) -> str | None:
+        with self.db.reading() as conn:
+            return reads.descriptions_key(conn, model_id)
+
+    def save_descriptions(self, record: DescriptionsRecord) -> None:
+        def command(conn: Connection) -> Any:
+            conn.execute(
+                insert(Description).prefix_with("OR REPLACE"),
+                [
+                    {
+                        "model_id": record.model_id,
+                        "key": record.key,
+                        "temperature": record.temperature,
+                        "background": record.background,
+                        "count": record.count,
+                        "vectors": record.vectors,
+                    }
                 ],
             )
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from store.diskerrors import disk_error, is_disk_error
 from store.errors import StoreError
-from store.flat import HEADER, MAGIC, SearchHits, index_path, new_digest, no_hits, top_k
+from store.flat import HEADER, MAGIC, SearchHits, index_path, new_digest, no_hits, sample_stride, top_k
 from store.library import LibraryStore
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,11 @@ class VectorIndex:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, np.int64))
             scores, ids = self._index.search(q[None], min(k, n), params=faiss.SearchParameters(sel=selector))  # type: ignore[call-arg]
             del selector
-        keep = ids[0] >= 0
-        return SearchHits(ids[0][keep].astype(np.int64), scores[0][keep].astype(np.float32))
+            keep = ids[0] >= 0
+            found = ids[0][keep].astype(np.int64)
+            # The library's distribution for this query: an even sample of every row, filter or not.
+            sample = (self._storage()[:: sample_stride(n)] @ q).astype(np.float32)
+            return SearchHits(found, scores[0][keep].astype(np.float32), self.get(found), sample)
 
     def _search_all(self, q: np.ndarray, k: int) -> SearchHits:
         """Exact top-k as one BLAS matrix-vector product over FAISS's own storage (no copy).
@@ -280,6 +283,7 @@ class RegionHit:
     image_id: int
     score: float
     box: tuple[float, float, float, float]
+    vector: np.ndarray | None = None  # the region's own vector (search calibrates it like a photo)
 
 
 class RegionIndex:
@@ -334,10 +338,11 @@ class RegionIndex:
                 )
             hits = self.index.search(query, k * 3, allowed)
             best: dict[int, RegionHit] = {}
-            for rid, score in zip(hits.ids.tolist(), hits.scores.tolist(), strict=True):
+            for row, (rid, score) in enumerate(zip(hits.ids.tolist(), hits.scores.tolist(), strict=True)):
                 owner = self._owner.get(rid)
                 if owner is not None and owner not in best:
-                    best[owner] = RegionHit(owner, float(score), self._boxes[rid])
+                    vector = hits.rows[row] if hits.rows is not None else None
+                    best[owner] = RegionHit(owner, float(score), self._boxes[rid], vector)
             return list(best.values())[:k]
 
 

@@ -122,7 +122,18 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
             add_prompt_arguments(s)
         else:
             s.add_argument("image")
-        s.add_argument("-k", "--top", type=_count, default=20, dest="k", help="number of results (default 20)")
+        s.add_argument("-k", "--top", type=_count, default=20, dest="k", help="at most this many results (default 20)")
+        s.add_argument(
+            "--all",
+            action="store_true",
+            dest="show_all",
+            help="after the matches, list weaker ones below a divider (up to -k in all)",
+        )
+        s.add_argument(
+            "--expand",
+            action="store_true",
+            help='list near-duplicates as results of their own (by default a group is one result, "+N similar")',
+        )
         s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
         s.add_argument("--tag", action="append", default=[], help="only photos with this tag (repeatable)")
         s.add_argument("--without-tag", action="append", default=[], help="no photos with this tag (repeatable)")
@@ -165,6 +176,23 @@ def build_parser(parser_class: type[argparse.ArgumentParser] = argparse.Argument
     _add_tags_parser(sub)
     _add_segment_parser(sub)
 
+    s = sub.add_parser("duplicates", help="exact copies and near-duplicates, with the one to keep suggested")
+    s.add_argument(
+        "--similarity",
+        type=_similarity,
+        default=None,
+        help="how alike two photos must be, 0.5-1 (cosine of their vectors; default: the duplicate_similarity "
+        "setting, 0.96). Lower finds more",
+    )
+    s.add_argument("--folder", action="append", help="only photos under this folder (repeatable)")
+    s.add_argument(
+        "--trash",
+        action="store_true",
+        help="move every photo but the suggested one of each group to the system trash (asks first)",
+    )
+    s.add_argument("--yes", action="store_true", help="with --trash: move them without asking")
+    s.add_argument("--json", action="store_true")
+
     s = sub.add_parser("doctor", help="check the library's consistency and repair it")
     s.add_argument("--json", action="store_true")
     s.add_argument(
@@ -193,6 +221,17 @@ def _version() -> str:
         return version("glimpse")
     except PackageNotFoundError:
         return "unknown (not installed)"
+
+
+def _similarity(text: str) -> float:
+    """``--similarity``: a cosine threshold from 0.5 to 1 (argparse turns the error into exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.5 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0.5 and 1")
+    return value
 
 
 def _count(text: str) -> int:

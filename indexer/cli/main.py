@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from indexer.cli import duplicates as cli_duplicates
 from indexer.cli import segment as cli_segment
 from indexer.cli import tags as cli_tags
 from indexer.cli.answers import json_text, query_text, render_results, similar_text, under
@@ -221,11 +222,23 @@ def search_text(svc: Services, args: argparse.Namespace, cwd: Path) -> str:
         raise QueryError("Give --object or --region, not both.")
     if args.object is not None:
         seg = cli_segment.segment_from_args(svc, under(cwd, args.object), args)
-        return render_results(svc.objects.search_object(seg, args.candidate - 1, **filters), args.json)
+        return render_results(
+            svc.objects.search_object(seg, args.candidate - 1, **filters),
+            args.json,
+            args.show_all,
+            "the object",
+            args.expand,
+        )
     if args.region is not None:
         if args.box is None:
             raise QueryError("--region needs --box X0,Y0,X1,Y1 (photo pixels).")
-        return render_results(svc.objects.search_region(under(cwd, args.region), args.box, **filters), args.json)
+        return render_results(
+            svc.objects.search_region(under(cwd, args.region), args.box, **filters),
+            args.json,
+            args.show_all,
+            "the region",
+            args.expand,
+        )
     if not args.query:
         raise QueryError("Give a query, or --object IMAGE --point X,Y, or --region IMAGE --box X0,Y0,X1,Y1.")
     return query_text(svc.search, args, cwd)
@@ -587,10 +600,11 @@ COMMANDS = {
     "tags": cli_tags.cmd_tags,
     "segment": cli_segment.cmd_segment,
     "model": cmd_model,
+    "duplicates": cli_duplicates.cmd_duplicates,
 }
 
 # Commands that only read: they never create a library where there is none.
-READ_ONLY = {"status", "search", "similar", "doctor", "folders", "tags"}
+READ_ONLY = {"status", "search", "similar", "doctor", "folders", "tags", "duplicates"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

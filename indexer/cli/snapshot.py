@@ -105,7 +105,7 @@ def _search_over(
     )
     embedder = CheckedEmbedder(engine, lambda key: check_weights(recorded, key))
     space = _SnapshotSpace(embedder, SnapshotVectors(record.id, record.dim, flat))
-    return SearchService(snapshot, space, snapshot)
+    return SearchService(snapshot, space, snapshot, settings.duplicate_similarity)
 
 
 def run_snapshot_query(

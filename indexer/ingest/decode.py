@@ -21,7 +21,7 @@ import os
 import stat
 import struct
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ class PhotoMetadata:
     taken_at: datetime | None
     camera_make: str | None
     camera_model: str | None
+    # A perceptual hash of the upright picture (``fingerprint``): photos whose vectors agree
+    # and whose fingerprints are close are near-duplicates (``indexer.search.groups``).
+    fingerprint: int | None = None
 
 
 @dataclass(frozen=True)
@@ -354,6 +357,23 @@ def to_model_input(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
+_DCT = np.cos(np.pi / 32 * (np.arange(32)[:, None] * (np.arange(32)[None, :] + 0.5)))
+
+
+def fingerprint(img: Image.Image) -> int:
+    """A 64-bit perceptual hash (pHash) of ``img``: the signs, against their median, of the
+    lowest 8×8 frequencies of its 32×32 grey image (the constant term left out).
+
+    A resized, re-encoded, brightened or slightly cropped copy keeps almost every bit; a
+    different picture of the same thing (another red circle elsewhere in the frame) does
+    not, which a model that sees only what a picture shows cannot tell apart.
+    """
+    grey = np.asarray(img.convert("L").resize((32, 32), Image.Resampling.BOX), np.float64)
+    low = (_DCT @ grey @ _DCT.T)[:8, :8].reshape(-1)[1:]
+    bits = low > np.median(low)
+    return int(sum(1 << i for i, bit in enumerate(bits.tolist()) if bit))
+
+
 def make_thumbnail(img: Image.Image, size: int = THUMBNAIL_SIZE) -> bytes:
     thumb = img.copy()
     thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
@@ -373,6 +393,7 @@ def decode_photo(
     # Regions are 60% of the photo: decode at twice the model's size so they keep their detail.
     need = max(spec.size * (2 if regions else 1), thumbnail_size or 0)
     img, meta = open_photo(path, need, max_pixels)
+    meta = replace(meta, fingerprint=fingerprint(img))
     try:
         pixels = to_model_input(img, spec)
         thumb = make_thumbnail(img, thumbnail_size) if thumbnail_size else None

@@ -483,6 +483,7 @@ class IndexingPipeline:
                     camera_model=meta.camera_model,
                     orientation=meta.orientation,
                     thumbnail_key=d.job.thumb_key,
+                    fingerprint=meta.fingerprint,
                 )
             )
         ids = np.fromiter((d.job.image_id for d in batch), np.int64, len(batch))

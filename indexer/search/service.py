@@ -4,6 +4,11 @@ Each term is embedded and L2-normalised, then the signed, weighted terms are
 summed and normalised again (the arithmetic rclip and the CLIP paper use). Image
 terms reuse the stored vector when the photo is indexed, so "find similar" on a
 library photo costs no model call at all.
+
+A query answers with the photos that match it, not a fixed count: every candidate
+gets a calibrated match strength (``indexer.search.relevance``), the matches come
+first, and the weaker candidates follow, marked ``weak``, for front ends that offer
+"show weaker matches". ``k`` bounds both together.
 """
 
 from __future__ import annotations
@@ -19,14 +24,19 @@ import numpy as np
 
 from indexer.errors import NotFoundError, QueryError
 from indexer.models.embedder import Embedder
+from indexer.search import relevance
+from indexer.search.groups import collapse
 from indexer.search.query import Query, Term, parse_query
+from indexer.search.relevance import Descriptions
 from store.flat import SearchHits
-from store.records import ImageRecord, ImageTagRecord, TagRecord
+from store.records import DescriptionsRecord, ImageRecord, ImageTagRecord, TagRecord
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
-REGION_SLACK = 0.05  # cosine: how far below the best whole photo a region may score and still count
+# How many candidates a query calibrates at the least (more when k asks for more): enough to
+# find every match a person would look through, few enough to cost milliseconds.
+POOL = 200
 
 
 class PhotoReads(Protocol):
@@ -47,6 +57,8 @@ class TagReads(Protocol):
     def image_ids(self, all_of: Sequence[int] = (), none_of: Sequence[int] = ()) -> np.ndarray: ...
     def images_with_tag(self, tag_id: int, limit: int | None = None) -> list[tuple[int, float, str]]: ...
     def tags_of(self, image_ids: Sequence[int]) -> dict[int, list[ImageTagRecord]]: ...
+    def descriptions(self, model_id: int) -> DescriptionsRecord | None: ...
+    def descriptions_key(self, model_id: int) -> str | None: ...
 
 
 class RegionSearch(Protocol):
@@ -61,6 +73,8 @@ class RegionMatch(Protocol):
     def score(self) -> float: ...
     @property
     def box(self) -> tuple[float, float, float, float]: ...
+    @property
+    def vector(self) -> np.ndarray | None: ...
 
 
 class VectorReads(Protocol):
@@ -95,27 +109,61 @@ class SearchResult:
     camera: str | None = None
     tags: tuple[str, ...] = ()
     # Where in the photo the match is, in fractions of the upright photo (x0, y0, x1, y1),
-    # when a region of it matched better than the whole photo (region index on).
+    # when a part of it matches and the whole photo does not (region index on).
     region: tuple[float, float, float, float] | None = None
+    strength: float = 1.0  # calibrated match strength, 0-1 (``indexer.search.relevance``)
+    weak: bool = False  # below the cutoff: listed only after the matches, when asked for
+    # Near-duplicates among the results: a group is shown as its best-ranked photo, which
+    # lists the others (``similar``); each other one names it (``duplicate_of``).
+    similar: tuple[int, ...] = ()
+    duplicate_of: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
             "id": self.image_id,
             "path": self.path,
-            "score": round(float(self.score), 6),
+            "match": round(float(self.strength), 4),
+            "weak": self.weak,
+            "cosine": round(float(self.score), 6),
             "width": self.width,
             "height": self.height,
             "taken_at": self.taken_at.isoformat() if self.taken_at else None,
             "tags": list(self.tags),
             "region": [round(v, 4) for v in self.region] if self.region else None,
+            "similar": list(self.similar),
+            "duplicate_of": self.duplicate_of,
         }
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """One photo a query ranked: its cosine, calibrated strength, matching part, and verdict."""
+
+    image_id: int
+    score: float
+    strength: float
+    box: Box | None
+    weak: bool
+    row: np.ndarray | None = None  # the photo's vector, to find near-duplicates among results
+
+
 class SearchService:
-    def __init__(self, store: PhotoReads, slot: SearchSpace, tags: TagReads | None = None) -> None:
+    """Answers queries. ``duplicate_similarity``: the cosine at which two results are
+    near-duplicates and shown as one (the setting of that name; None: never)."""
+
+    def __init__(
+        self,
+        store: PhotoReads,
+        slot: SearchSpace,
+        tags: TagReads | None = None,
+        duplicate_similarity: float | None = None,
+    ) -> None:
         self.store = store
         self.slot = slot
         self.tags = tags
+        self.duplicate_similarity = duplicate_similarity
+        # The last descriptions read, by (model id, key): a long-lived service reads the blob once.
+        self._described: tuple[tuple[int, str], Descriptions] | None = None
 
     @property
     def embedder(self) -> Embedder:
@@ -176,18 +224,20 @@ class SearchService:
         return self.search_query(Query((term,), tuple(tags), tuple(without_tags)), k, folders)
 
     def search_query(self, query: Query, k: int = 20, folders: Sequence[str] | None = None) -> list[SearchResult]:
+        """The matches for ``query`` (best first), then weaker candidates marked ``weak``; ``k`` at most."""
         allowed = self._allowed(query, folders)
         if not query.terms:
-            # Only tag filters: list the first tag's photos, best first, within the other filters.
+            # Only tag filters: the first tag's photos, best first, within the other filters. A tag
+            # is already a calibrated decision, so every photo that carries it is a match.
             assert self.tags is not None and query.tags
             ranked = self.tags.images_with_tag(self.tags.tag(query.tags[0]).id)
             ok = set(allowed.tolist()) if allowed is not None else None
             listed = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
-            keep: list[tuple[int, float, Box | None]] = [(i, s, None) for i, s in listed]
-        else:
-            vec, query_ids = self.query_vector(query, self._vectors())
-            keep = self._rank(vec, k, allowed, query_ids)
-        return self._results(keep)
+            return self._results([_Candidate(i, s, s, None, False) for i, s in listed])
+        vectors = self._vectors()
+        vec, query_ids = self.query_vector(query, vectors)
+        words = all(t.kind == "text" for t in query.terms)
+        return self._results(self._rank(vec, k, allowed, query_ids, words))
 
     def search_vector(
         self,
@@ -199,33 +249,97 @@ class SearchService:
     ) -> list[SearchResult]:
         """Rank the library against a ready-made unit vector (object search), with the usual filters."""
         allowed = self._allowed(filters or Query(()), folders)
-        return self._results(self._rank(vector, k, allowed, exclude or set()))
+        return self._results(self._rank(vector, k, allowed, exclude or set(), words=False))
+
+    def _descriptions(self, vectors: VectorReads) -> Descriptions | None:
+        """What the vocabulary can say about photos in this space (None: not computed yet)."""
+        if self.tags is None:
+            return None
+        key = self.tags.descriptions_key(vectors.model_id)
+        cached = self._described
+        if key is not None and (cached is None or cached[0] != (vectors.model_id, key)):
+            record = self.tags.descriptions(vectors.model_id)
+            if record is None:  # replaced between the two reads: the next query reads it
+                return None
+            cached = self._described = ((record.model_id, record.key), Descriptions.from_record(record, vectors.dim))
+        if key is None or cached is None or not cached[1]:
+            return None
+        return cached[1]
+
+    def _strengths(
+        self, words: bool, scores: np.ndarray, rows: np.ndarray | None, sample: np.ndarray | None, vectors: VectorReads
+    ) -> np.ndarray:
+        """Calibrated strengths: a text query against the vocabulary's descriptions where the
+        library has them, anything else against the library's own distribution."""
+        described = self._descriptions(vectors) if words and rows is not None else None
+        if described:
+            assert rows is not None
+            return relevance.text_strengths(scores, rows, described)
+        return relevance.image_strengths(scores, sample)
+
+    def _temperature(self, vectors: VectorReads) -> float:
+        described = self._descriptions(vectors)
+        return described.temperature if described is not None else relevance.DEFAULT_TEMPERATURE
 
     def _rank(
-        self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int]
-    ) -> list[tuple[int, float, Box | None]]:
-        """Best photos for ``vec``; with a region index, a photo scores its best part or itself."""
+        self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int], words: bool
+    ) -> list[_Candidate]:
+        """Candidates for ``vec``, calibrated: matches first, then weaker ones; ``k`` at most.
+
+        With a region index, a photo that does not match as a whole may match by a part of
+        it (a small object): the part counts when its own strength is a match, and a photo
+        that matches as a whole is reported whole.
+        """
         vectors = self._vectors()
-        hits = vectors.search(vec, k + len(exclude), allowed)
-        best: dict[int, tuple[float, Box | None]] = {
-            int(i): (float(s), None) for i, s in zip(hits.ids, hits.scores, strict=True)
+        pool = max(k, POOL) + len(exclude)
+        hits = vectors.search(vec, pool, allowed)
+        strengths = self._strengths(words, hits.scores, hits.rows, hits.sample, vectors)
+        rows = hits.rows if hits.rows is not None else [None] * len(hits.ids)
+        best: dict[int, _Candidate] = {
+            int(i): _Candidate(int(i), float(s), float(m), None, False, r)
+            for i, s, m, r in zip(hits.ids, hits.scores, strengths, rows, strict=True)
         }
         if len(vectors.regions) and len(hits.scores):
-            # A part of a photo counts only when it matches about as well as the best whole
-            # photos: the index is there to rescue small objects that match strongly, not to
-            # re-rank the long tail by whichever corner happens to score a little higher.
-            floor = float(hits.scores[0]) - REGION_SLACK
-            for hit in vectors.regions.search(vec, k + len(exclude), allowed):
-                if hit.score >= floor and hit.score > best.get(hit.image_id, (-2.0, None))[0]:
-                    best[hit.image_id] = (hit.score, hit.box)
-        ranked = sorted(best.items(), key=lambda item: -item[1][0])
-        return [(i, s, box) for i, (s, box) in ranked if i not in exclude][:k]
+            parts = [h for h in vectors.regions.search(vec, pool, allowed) if h.vector is not None]
+            if parts:
+                part_scores = np.asarray([h.score for h in parts], np.float32)
+                part_rows = np.stack([np.asarray(h.vector, np.float32) for h in parts])
+                part_strengths = self._strengths(words, part_scores, part_rows, hits.sample, vectors)
+                for hit, m in zip(parts, part_strengths.tolist(), strict=True):
+                    whole = best.get(hit.image_id)
+                    if whole is not None and whole.strength >= relevance.CUTOFF:
+                        continue  # it matches as a whole: reported whole
+                    if whole is None or m > whole.strength:
+                        row = whole.row if whole is not None else None
+                        best[hit.image_id] = _Candidate(hit.image_id, hit.score, m, hit.box, False, row)
+        found = [c for c in best.values() if c.image_id not in exclude]
+        if not found:
+            return []
+        scores = np.asarray([c.score for c in found], np.float32)
+        final = relevance.cut(scores, np.asarray([c.strength for c in found], np.float32), self._temperature(vectors))
+        ranked = [replace(c, strength=m, weak=m < relevance.CUTOFF) for c, m in zip(found, final.tolist(), strict=True)]
+        ranked.sort(key=lambda c: (c.weak, -c.strength, -c.score))
+        return ranked[:k]
 
-    def _results(self, keep: Sequence[tuple[int, float, Box | None]]) -> list[SearchResult]:
-        records = self.store.images([i for i, _, _ in keep])
-        tags = self.tags.tags_of([i for i, _, _ in keep]) if self.tags is not None else {}
+    def _collapse(self, keep: Sequence[_Candidate], records: dict[int, ImageRecord]) -> dict[int, list[int]]:
+        """Near-duplicates among the results: best-ranked id -> the ids it stands for."""
+        if self.duplicate_similarity is None or len(keep) < 2 or any(c.row is None for c in keep):
+            return {}
+        rows = np.stack([np.asarray(c.row, np.float32) for c in keep])
+        found = [records.get(c.image_id) for c in keep]
+        hashes = [r.content_hash if r is not None else None for r in found]
+        fingerprints = [r.fingerprint if r is not None else None for r in found]
+        groups = collapse(rows, self.duplicate_similarity, hashes, fingerprints)
+        return {keep[g[0]].image_id: [keep[i].image_id for i in g[1:]] for g in groups if len(g) > 1}
+
+    def _results(self, keep: Sequence[_Candidate]) -> list[SearchResult]:
+        records = self.store.images([c.image_id for c in keep])
+        tags = self.tags.tags_of([c.image_id for c in keep]) if self.tags is not None else {}
+        groups = self._collapse(keep, records)
+        leader = {member: first for first, members in groups.items() for member in members}
         results = []
-        for image_id, score, region in keep:
+        for cand in keep:
+            image_id, score, region = cand.image_id, cand.score, cand.box
             rec = records.get(image_id)
             if rec is None:  # deleted between the vector search and this lookup
                 continue
@@ -243,6 +357,10 @@ class SearchService:
                     camera,
                     names,
                     region,
+                    cand.strength,
+                    cand.weak,
+                    tuple(groups.get(image_id, ())),
+                    leader.get(image_id),
                 )
             )
         return results

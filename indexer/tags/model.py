@@ -47,6 +47,13 @@ class TagModel:
     # adding a phrase never takes a photo away. None: one column per tag.
     starts: np.ndarray | None = None
 
+    def columns(self) -> list[tuple[int, int, bool]]:
+        """Each tag's columns of ``weights`` as (first, end, taught)."""
+        n = self.weights.shape[1]
+        starts = self.starts.tolist() if self.starts is not None else list(range(len(self.tags)))
+        ends = [*starts[1:], n]
+        return [(a, b, bool(t)) for a, b, t in zip(starts, ends, self.taught.tolist(), strict=True)]
+
     def tag_logits(self, vectors: np.ndarray) -> np.ndarray:
         """Raw similarity of every tag for every vector (the best of its phrases): (n, n_tags)."""
         sims = vectors @ self.weights

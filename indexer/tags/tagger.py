@@ -42,7 +42,7 @@ from indexer.tags.model import CHUNK, TagModel, fingerprint
 from indexer.tags.teaching import fit_tag
 from indexer.tags.vocabulary import VOCABULARY_KEY, Vocabulary, vocabulary_ref
 from store.library import LibraryStore
-from store.records import TagRecord, TagVectorRecord
+from store.records import DescriptionsRecord, TagRecord, TagVectorRecord
 from store.schema import Embedding
 from store.tags import Assignment, TagStore
 
@@ -195,7 +195,30 @@ class Tagger:
             model = self._assemble(space, [t for t in tags if t.id in stored], stored)
             built = _Built(key, model, vectors.model_id)
             self._built[vectors.model_id] = built
+            self._save_descriptions(space, model, self._descriptions_key(space, tags, wanted))
             return built
+
+    def _descriptions_key(self, space: EmbeddingSpace, tags: Sequence[TagRecord], wanted: dict[int, str]) -> str:
+        """What search's descriptions are made of: the model, the background prompts, every zero-shot tag's phrases."""
+        vocab = self.vocabulary
+        phrases = sorted(wanted[t.id] for t in tags if t.kind == "prompts")
+        return fingerprint("descriptions/1", space.key, list(vocab.background), list(vocab.templates), phrases)
+
+    def _save_descriptions(self, space: EmbeddingSpace, model: TagModel, key: str) -> None:
+        """Give search what the vocabulary can say about any photo (``indexer.search.relevance``),
+        when that changed: the background prompts' vectors, then every zero-shot phrase's."""
+        model_id = space.vectors().model_id
+        current = self.tags.descriptions(model_id)
+        if current is not None and current.key == key:
+            return
+        background = np.ascontiguousarray(model.background.T, np.float32)
+        phrases = [model.weights[:, a:b].T for a, b, taught in model.columns() if not taught]  # a tag's phrase columns
+        rows = np.concatenate([background, *phrases]) if phrases else background
+        self.tags.save_descriptions(
+            DescriptionsRecord(
+                model_id, key, float(model.temperature), len(background), len(rows), rows.astype(np.float32).tobytes()
+            )
+        )
 
     def _tag_vectors(
         self, space: EmbeddingSpace, tags: Sequence[TagRecord], wanted: dict[int, str]
@@ -336,14 +359,19 @@ class Tagger:
         return installed.model.assign(ids, vectors)
 
     def is_current(self) -> bool:
-        """Whether the stored automatic tags were computed with today's vocabulary and model.
+        """Whether the stored automatic tags, and the descriptions search calibrates with, were
+        computed with today's vocabulary and model.
 
         Reads only: the state key comes from the tags' inputs, so no model loads to tell.
         """
         space = self.slot.space
         with self._lock:
-            _tags, _wanted, key = self._state(space)
-        return self.store.get_meta(self._meta_key(space)) == key
+            tags, wanted, key = self._state(space)
+            described = self.tags.descriptions(space.vectors().model_id)
+            descriptions_key = self._descriptions_key(space, tags, wanted)
+        return self.store.get_meta(self._meta_key(space)) == key and (
+            described is not None and described.key == descriptions_key
+        )
 
     @staticmethod
     def _meta_key(space: EmbeddingSpace) -> str:

@@ -29,6 +29,27 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 
 
+# The same world in Korean, so that tests can prove a query in another language reaches the
+# photos its English twin does: each colour as an adjective ("빨간 원", a red circle) and as
+# a noun ("빨간색", red, as in "빨간색 무언가", something red).
+KOREAN_COLOURS: dict[str, tuple[str, str]] = {
+    "red": ("빨간", "빨간색"),
+    "green": ("초록", "초록색"),
+    "blue": ("파란", "파란색"),
+    "yellow": ("노란", "노란색"),
+    "purple": ("보라", "보라색"),
+    "orange": ("주황", "주황색"),
+}
+KOREAN_SHAPES: dict[str, str] = {
+    "circle": "원",
+    "square": "사각형",
+    "triangle": "삼각형",
+    "star": "별",
+    "heart": "하트",
+    "cross": "십자가",
+}
+
+
 @dataclass(frozen=True)
 class ShapeSpec:
     """What a picture shows: the ground truth that tests compare against."""
@@ -39,6 +60,10 @@ class ShapeSpec:
     @property
     def caption(self) -> str:
         return f"a {self.colour} {self.shape}"
+
+    @property
+    def korean_caption(self) -> str:
+        return f"{KOREAN_COLOURS[self.colour][0]} {KOREAN_SHAPES[self.shape]}"
 
 
 def all_specs() -> list[ShapeSpec]:
@@ -149,6 +174,56 @@ def render(
     cx = x0 + rng.uniform(margin, side - margin)
     cy = y0 + rng.uniform(margin, side - margin)
     draw_shape(ImageDraw.Draw(img), spec, cx, cy, radius, rng)
+    return img
+
+
+def render_scene(rng: random.Random, size: tuple[int, int] = (96, 96)) -> Image.Image:
+    """A picture that is *not* one toy shape: gradients, blotches of many colours, stripes, clutter.
+
+    The toy world's "anything else". Trained against generic captions ("a photo"), it
+    gives the model what real CLIP models have and search calibration relies on: a
+    background that beats every specific description on a photo that shows none of them.
+    """
+    w, h = size
+    kind = rng.randrange(5)
+    img = Image.new("RGB", size, tuple(rng.randint(0, 255) for _ in range(3)))
+    draw = ImageDraw.Draw(img)
+
+    def colour() -> tuple[int, int, int]:
+        return (rng.randint(0, 255), rng.randint(0, 255), rng.randint(0, 255))
+
+    if kind == 0:  # a smooth gradient between two arbitrary colours
+        a, b = colour(), colour()
+        vertical = rng.random() < 0.5
+        steps = h if vertical else w
+        for i in range(steps):
+            t = i / max(1, steps - 1)
+            c = tuple(int(a[k] + (b[k] - a[k]) * t) for k in range(3))
+            draw.line((0, i, w, i) if vertical else (i, 0, i, h), fill=c)
+    elif kind == 1:  # stripes or bands
+        for _ in range(rng.randint(3, 12)):
+            x = rng.uniform(0, w)
+            draw.line((x, 0, x + rng.uniform(-w, w), h), fill=colour(), width=rng.randint(2, max(3, w // 6)))
+    elif kind == 2:  # clutter: many small overlapping pieces of many colours
+        for _ in range(rng.randint(12, 40)):
+            x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(2, max(3.0, w / 8))
+            if rng.random() < 0.5:
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour())
+            else:
+                draw.polygon(
+                    [(x + rng.uniform(-r, r) * 2, y + rng.uniform(-r, r) * 2) for _ in range(4)], fill=colour()
+                )
+    elif kind == 3:  # a landscape: sky over ground, split by a wavy horizon
+        sky, ground = colour(), colour()
+        horizon, amp, freq = rng.uniform(0.3, 0.7) * h, rng.uniform(0, h / 8), rng.uniform(0.5, 4)
+        draw.rectangle((0, 0, w, h), fill=sky)
+        outline = [(x, horizon + amp * math.sin(freq * 2 * math.pi * x / w)) for x in range(0, w + 1, 4)]
+        draw.polygon([*outline, (w, h), (0, h)], fill=ground)
+    else:  # blotchy texture: coarse random noise, scaled up smoothly
+        cells = rng.randint(3, 9)
+        small = Image.new("RGB", (cells, cells))
+        small.putdata([colour() for _ in range(cells * cells)])
+        img = small.resize(size, Image.Resampling.BICUBIC)
     return img
 
 

@@ -1,0 +1,88 @@
+"""The relevance cutoff's arithmetic (``indexer.search.relevance``) on vectors whose answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.search import relevance
+from indexer.search.relevance import CUTOFF, Descriptions, cut, image_strengths, text_strengths
+from store.records import DescriptionsRecord
+
+
+def _unit(*parts: float, dim: int = 8) -> np.ndarray:
+    v = np.zeros(dim, np.float32)
+    v[: len(parts)] = parts
+    return v / np.linalg.norm(v)
+
+
+def _descriptions(temperature: float = 50.0) -> Descriptions:
+    # Axis 0: "a photo" (background); axis 1: tag "red"; axis 2: tag "square".
+    return Descriptions(np.stack([_unit(1)]), np.stack([_unit(0, 1), _unit(0, 0, 1)]), temperature)
+
+
+def test_a_photo_matches_a_query_that_describes_it_better_than_the_background_and_its_tags() -> None:
+    query = _unit(0, 1, 0, 1)  # "a red circle": red, and axis 3 for circle
+    red_circle = _unit(0.2, 0.6, 0, 0.8)
+    wallpaper = _unit(1, 0.1)  # described best as "a photo"
+    red_square = _unit(0.1, 0.7, 0.7)  # its tags "red" and "square" describe it better
+    rows = np.stack([red_circle, wallpaper, red_square])
+    strengths = text_strengths(rows @ query, rows, _descriptions())
+    assert strengths[0] > 0.9
+    assert strengths[1] < 0.1
+    assert strengths[2] < CUTOFF
+
+
+def test_a_query_that_names_a_tag_still_matches_the_photos_of_that_tag() -> None:
+    # The query "red" is (nearly) the tag's own phrase: the margin keeps its photos matching.
+    query = _unit(0, 1, 0, 0.05)
+    red_thing = _unit(0.1, 0.9, 0.1)
+    rows = red_thing[None]
+    assert text_strengths(rows @ query, rows, _descriptions())[0] >= CUTOFF
+
+
+def test_descriptions_read_back_from_their_stored_record() -> None:
+    d = _descriptions(18.5)
+    rows = np.concatenate([d.background, d.phrases]).astype(np.float32)
+    record = DescriptionsRecord(3, "k", 18.5, len(d.background), len(rows), rows.tobytes())
+    back = Descriptions.from_record(record, 8)
+    np.testing.assert_array_equal(back.background, d.background)
+    np.testing.assert_array_equal(back.phrases, d.phrases)
+    assert back.temperature == 18.5 and back
+
+
+def test_a_photo_query_matches_what_stands_out_from_the_library() -> None:
+    rng = np.random.default_rng(0)
+    library = rng.normal(0.3, 0.05, 2048).astype(np.float32)  # the query's scores on an even sample
+    scores = np.asarray([0.95, 0.9, 0.45, 0.36], np.float32)  # two near copies, two ordinary photos
+    strengths = image_strengths(scores, library)
+    assert (strengths[:2] > 0.99).all()
+    assert (strengths[2:] < 0.1).all()
+
+
+def test_a_tiny_library_counts_its_candidates_in_the_distribution() -> None:
+    scores = np.asarray([0.99, 0.5, 0.49, 0.48, 0.47, 0.46, 0.45, 0.44], np.float32)
+    strengths = image_strengths(scores, np.empty(0, np.float32))
+    assert strengths[0] > CUTOFF > strengths[1:].max()
+
+
+def test_a_cliff_in_the_scores_ends_the_matches_and_lowers_what_lies_below() -> None:
+    scores = np.asarray([0.56, 0.555, 0.26, 0.25, 0.24], np.float32)
+    strengths = np.asarray([1.0, 1.0, 0.8, 0.7, 0.2], np.float32)
+    final = cut(scores, strengths, temperature=18.8)
+    assert (final[:2] == 1.0).all()
+    assert (final[2:] < CUTOFF).all()
+    assert final[2] < 0.01  # 5.6 nats below the last match
+
+
+def test_a_smooth_decline_is_not_a_cliff() -> None:
+    scores = np.linspace(0.33, 0.26, 30).astype(np.float32)
+    strengths = np.full(30, 0.9, np.float32)
+    final = cut(scores, strengths, temperature=relevance.DEFAULT_TEMPERATURE)
+    np.testing.assert_array_equal(final, strengths)
+
+
+def test_nothing_strong_enough_means_no_match_whatever_the_gaps() -> None:
+    scores = np.asarray([0.5, 0.1, 0.09], np.float32)
+    strengths = np.asarray([0.3, 0.01, 0.01], np.float32)
+    final = cut(scores, strengths, temperature=50.0)
+    assert (final < CUTOFF).all()
