@@ -71,6 +71,7 @@ from indexer.composition import Services
 from indexer.errors import GlimpseError
 from indexer.ingest.scanner import is_photo
 from indexer.live.service import ServiceStatus, tagging_message
+from indexer.models.presets import default_model, language_note
 from indexer.search.service import SearchResult
 from indexer.segment.objects import Segmentation
 from store.filenames import shown
@@ -207,6 +208,13 @@ class MainWindow(QMainWindow):
         add.clicked.connect(self.choose_folder)
         wl.addWidget(title)
         wl.addWidget(add, 0, Qt.AlignmentFlag.AlignHCenter)
+        language = default_model()[1]
+        if self.services.new_library and language is not None:
+            # First run on a system in another language: the multilingual preset is the default; say so and its cost.
+            note = QLabel(language_note(language) + " Settings… changes the model.", wordWrap=True)
+            note.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            note.setMaximumWidth(640)
+            wl.addWidget(note, 0, Qt.AlignmentFlag.AlignHCenter)
         wl.addStretch(2)
         return welcome
 

@@ -81,6 +81,7 @@ class Services:
         self.tagger = tagger
         self.search = search
         self._builders = builders
+        self.new_library = False  # the library had no model of its own before this command (``_wire``)
 
     @functools.cached_property
     def thumbnails(self) -> ThumbnailCache:
@@ -258,7 +259,7 @@ def _wire(
         return segmenter or segmenter_factory(paths, settings, device)
 
     builders = _Builders(config, make_space, segmenter_source)
-    return Services(
+    services = Services(
         paths,
         settings,
         spec,
@@ -270,3 +271,5 @@ def _wire(
         SearchService(store, slot, tags, settings.duplicate_similarity),
         builders,
     )
+    services.new_library = recorded is None
+    return services

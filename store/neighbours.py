@@ -66,7 +66,7 @@ def _inverted(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
     found_i, found_j, found_s = [], [], []
     for start in range(0, n, TILE):
         lims, scores, rows = index.range_search(vectors[start : start + TILE], float(threshold))
-        counts = np.diff(lims)
+        counts = np.diff(lims).astype(np.int64)
         queries = np.repeat(np.arange(start, start + len(counts)), counts)
         keep = rows > queries  # each pair once, no self
         found_i.append(queries[keep])

@@ -47,7 +47,14 @@ from indexer.errors import GlimpseError, NotFoundError, QueryError
 from indexer.models.choice import ModelChoice, recorded_model
 from indexer.models.engine import describe_runtime
 from indexer.models.measured import measured_rate
-from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, PRESETS, cached_hf_weights, resolve_model
+from indexer.models.presets import (
+    MODEL_ENV,
+    PRESETS,
+    cached_hf_weights,
+    default_model,
+    language_note,
+    resolve_model,
+)
 from indexer.segment.sam import SEGMENTERS
 from indexer.settings import Settings
 from store.diskerrors import disk_error, is_disk_error
@@ -358,7 +365,8 @@ def _measured(paths: AppPaths, model: str) -> dict[str, Any] | None:
 def cmd_models(args: argparse.Namespace) -> int:
     paths = AppPaths.from_env()
     recorded = _library_model(paths)
-    active = args.model or os.environ.get(MODEL_ENV) or (recorded.name if recorded else None) or DEFAULT_MODEL
+    new_default, language = default_model()
+    active = args.model or os.environ.get(MODEL_ENV) or (recorded.name if recorded else None) or new_default
     rows: list[dict[str, Any]] = []
     for p in PRESETS.values():
         if p.local_dir is not None:
@@ -375,8 +383,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                 "licence": p.licence,
                 "imagenet_zero_shot": p.imagenet_top1,
                 "multilingual": p.multilingual,
+                "languages": p.languages,
                 "on_disk": on_disk,
-                "default": p.name == DEFAULT_MODEL,
+                "default": p.name == new_default,
                 "active": p.name == active,
                 "summary": p.summary,
                 "measured": _measured(paths, p.name),
@@ -403,6 +412,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         flags = "".join(("*" if r["active"] else " ", "D" if r["on_disk"] else " "))
         speed = f"; {r['measured']['images_per_s']:.0f} img/s measured here" if r["measured"] else ""
         print(f"{flags} {r['name']:<22} {r['licence']:<28} {r['summary']}{speed}")
+        print(f"   {'':<22} languages: {r['languages']}")
     print("\nSegmentation (click-to-segment; weights in " + str(models_dir) + "):")
     for g in segmenters:
         flags = "".join(("*" if g["active"] else " ", "D" if g["on_disk"] else " "))
@@ -411,6 +421,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         "\n* active   D weights on this machine   (a new library takes --model / GLIMPSE_MODEL; "
         "switch a library with `glimpse model use NAME`; segmenter: --segmenter)"
     )
+    if language is not None:
+        print(language_note(language))
     return EXIT_OK
 
 
@@ -651,6 +663,9 @@ def _run(args: argparse.Namespace) -> int:
         one_query = args.command in ("search", "similar")  # open the text tower fast: it runs once
         svc = build_services(paths, settings, requested, requested_by, create=create, short_lived=one_query)
         svc.store.db.lock.waiting = lambda message: print(f"glimpse: {message}", file=sys.stderr, flush=True)
+        language = default_model()[1]
+        if create and svc.new_library and requested is None and language is not None:
+            print(f"glimpse: {language_note(language)}", file=sys.stderr)
         try:
             return COMMANDS[args.command](svc, args)
         finally:

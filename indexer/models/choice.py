@@ -26,7 +26,7 @@ import numpy as np
 from indexer.errors import ModelMismatchError
 from indexer.models.embedder import Embedder
 from indexer.models.preprocess import PreprocessSpec
-from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV
+from indexer.models.presets import DEFAULT_MODEL, MODEL_ENV, WEIGHTS_ENV, default_model
 from store.records import ModelRecord
 
 log = logging.getLogger(__name__)
@@ -94,9 +94,10 @@ def recorded_model(store: MetaReader, key: str = ACTIVE_KEY) -> ModelChoice | No
 def choose_model(
     recorded: ModelChoice | None, requested: ModelChoice | None, requested_by: str = "--model"
 ) -> ModelChoice:
-    """The model a command runs with: the library's own; a different request is refused."""
+    """The model a command runs with: the library's own; a different request is refused. A new
+    library gets what was asked for, else the default for the system's language (``default_model``)."""
     if recorded is None:
-        return requested or ModelChoice(DEFAULT_MODEL)
+        return requested or ModelChoice(default_model()[0])
     if requested is not None and not requested.same_model(recorded):
         raise ModelMismatchError(
             f"This library is indexed with {recorded.display}, but {requested_by} asks for "

@@ -205,12 +205,15 @@ def test_v1_library_is_migrated_in_place(tmp_path: Path) -> None:
             conn.execute(f"DROP TABLE {table}")
         conn.execute("ALTER TABLE index_state DROP COLUMN digest")  # added in v5
         conn.execute("DROP TABLE scan_problems")
+        conn.execute("DROP TABLE descriptions")  # added in v6
+        conn.execute("ALTER TABLE images DROP COLUMN fingerprint")
         conn.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
     store = LibraryStore.open(path)
     try:
         assert [(f.path, f.online) for f in store.folders()] == [("/photos", True)]
         tags = TagStore(store.db)
         assert tags.add_tag("beach", prompts=["a beach"]).prompts == ("a beach",)  # v3 tables exist
+        assert tags.descriptions(1) is None  # the v6 table exists, empty until a tagger fills it
         store.set_folder_online("/photos", False)
         assert store.folders()[0].online is False
     finally:

@@ -74,6 +74,8 @@ def test_a_migration_is_one_transaction_with_its_stamp(tmp_path: Path, monkeypat
     db.writer.call(lambda conn: conn.execute(text("DROP TABLE regions")))
     db.writer.call(lambda conn: conn.execute(text("DROP TABLE scan_problems")))  # v5
     db.writer.call(lambda conn: conn.execute(text("ALTER TABLE index_state DROP COLUMN digest")))  # v5
+    db.writer.call(lambda conn: conn.execute(text("DROP TABLE descriptions")))  # v6
+    db.writer.call(lambda conn: conn.execute(text("ALTER TABLE images DROP COLUMN fingerprint")))  # v6
     db.writer.call(lambda conn: conn.execute(text("UPDATE meta SET value = '3' WHERE key = 'schema_version'")))
     db.close()
 
