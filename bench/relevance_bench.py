@@ -11,8 +11,9 @@ seen. Everything is indexed with ``glimpse index`` (the real command, toy model)
 new library, then asked through the search service:
 
 * "a {colour} {shape}" and its Korean twin ("빨간 원"): recall of the exact matches,
-  precision of what is returned, and how many photos a query returns when its pair is
-  absent (the folder filter leaves that pair's folder out);
+  precision of what is returned, and how many results a query returns when its pair is
+  absent (the folder filter leaves that pair's folder out), counted as listed: copies of
+  one picture are one result, "+N similar";
 * similar photos of each toy photo: the share of what is returned that shows the same
   pair;
 * the automatic tags: the share of photos tagged exactly with their colour and shape,
@@ -175,12 +176,12 @@ def measure(svc: object, truth: dict[str, ShapeSpec], toy_root: Path, real_root:
         for spec in all_specs():
             text = spec.caption if lang == "english" else spec.korean_caption
             found = [r for r in search.search(text, k=k) if not r.weak]
-            hits = sum(by_path.get(r.path) == spec for r in found)
-            tp += hits
+            shown = [r for r in found if r.duplicate_of is None]  # as listed: copies are one "+N similar" result
+            tp += sum(by_path.get(r.path) == spec for r in found)
             relevant += sum(s == spec for s in truth.values())
-            returned += len(found)
+            returned += len(shown) + sum(by_path.get(r.path) == spec for r in found if r.duplicate_of is not None)
             others = [f for f in everywhere if f != folders[spec]]
-            absent.append(sum(not r.weak for r in search.search(text, k=k, folders=others)))
+            absent.append(sum(not r.weak and r.duplicate_of is None for r in search.search(text, k=k, folders=others)))
         report[f"{lang}_queries"] = {
             "recall": round(tp / relevant, 4),
             "precision": round(tp / max(returned, 1), 4),

@@ -267,19 +267,21 @@ class SearchService:
         return cached[1]
 
     def _strengths(
-        self, words: bool, scores: np.ndarray, rows: np.ndarray | None, sample: np.ndarray | None, vectors: VectorReads
+        self,
+        words: bool,
+        query: np.ndarray,
+        scores: np.ndarray,
+        rows: np.ndarray | None,
+        sample: np.ndarray | None,
+        vectors: VectorReads,
     ) -> np.ndarray:
         """Calibrated strengths: a text query against the vocabulary's descriptions where the
         library has them, anything else against the library's own distribution."""
         described = self._descriptions(vectors) if words and rows is not None else None
         if described:
             assert rows is not None
-            return relevance.text_strengths(scores, rows, described)
+            return relevance.text_strengths(scores, rows, described, query)
         return relevance.image_strengths(scores, sample)
-
-    def _temperature(self, vectors: VectorReads) -> float:
-        described = self._descriptions(vectors)
-        return described.temperature if described is not None else relevance.DEFAULT_TEMPERATURE
 
     def _rank(
         self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int], words: bool
@@ -293,7 +295,7 @@ class SearchService:
         vectors = self._vectors()
         pool = max(k, POOL) + len(exclude)
         hits = vectors.search(vec, pool, allowed)
-        strengths = self._strengths(words, hits.scores, hits.rows, hits.sample, vectors)
+        strengths = self._strengths(words, vec, hits.scores, hits.rows, hits.sample, vectors)
         rows = hits.rows if hits.rows is not None else [None] * len(hits.ids)
         best: dict[int, _Candidate] = {
             int(i): _Candidate(int(i), float(s), float(m), None, False, r)
@@ -304,7 +306,7 @@ class SearchService:
             if parts:
                 part_scores = np.asarray([h.score for h in parts], np.float32)
                 part_rows = np.stack([np.asarray(h.vector, np.float32) for h in parts])
-                part_strengths = self._strengths(words, part_scores, part_rows, hits.sample, vectors)
+                part_strengths = self._strengths(words, vec, part_scores, part_rows, hits.sample, vectors)
                 for hit, m in zip(parts, part_strengths.tolist(), strict=True):
                     whole = best.get(hit.image_id)
                     if whole is not None and whole.strength >= relevance.CUTOFF:
@@ -316,7 +318,7 @@ class SearchService:
         if not found:
             return []
         scores = np.asarray([c.score for c in found], np.float32)
-        final = relevance.cut(scores, np.asarray([c.strength for c in found], np.float32), self._temperature(vectors))
+        final = relevance.cut(scores, np.asarray([c.strength for c in found], np.float32), hits.sample)
         ranked = [replace(c, strength=m, weak=m < relevance.CUTOFF) for c, m in zip(found, final.tolist(), strict=True)]
         ranked.sort(key=lambda c: (c.weak, -c.strength, -c.score))
         return ranked[:k]

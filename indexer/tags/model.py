@@ -3,11 +3,12 @@
 Raw cosine similarities are not comparable across tags (some prompts sit closer to
 every photo than others), so zero-shot scores are calibrated into a probability
 that the tag describes the photo better than its competitors: a set of generic
-background prompts ("a photo.", "an image.") and, in *exclusive* groups (indoors /
-outdoors), the other tags of the group. A vocabulary without background prompts
-(the toy world's) makes every tag compete with the whole vocabulary instead. That
-is a softmax at the model's own temperature, so one threshold (0.5 by default)
-means the same for every tag.
+background prompts ("a photo.", "an image."). In *exclusive* groups (indoors /
+outdoors) the group as a whole competes with the background and its tags are then
+told apart among themselves (``_exclusive``). A vocabulary without background prompts
+makes every tag compete with the whole vocabulary instead. That is a softmax at the
+model's own temperature, so one threshold (0.5 by default) means the same for every
+tag.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class TagModel:
         n = len(vectors)
         if self.background.shape[1]:
             bg_logits = (vectors @ self.background) * self.temperature
-            bg = _logsumexp(bg_logits, axis=1)
+            # The background is one competitor, however many prompts and templates spell it out.
+            bg = _logsumexp(bg_logits, axis=1) - np.log(bg_logits.shape[1])
             denom = np.logaddexp(logits, bg[:, None])
         else:
             bg = np.full(n, -np.inf, np.float32)
@@ -75,11 +77,10 @@ class TagModel:
             zero_shot = ~self.taught
             vocab = _logsumexp(logits[:, zero_shot], axis=1) if zero_shot.any() else bg
             denom = np.broadcast_to(vocab[:, None], logits.shape).copy()
-        # Zero-shot: p = exp(l) / (exp(l) + exp(bg) [+ rivals in an exclusive group]).
-        for cols in self.exclusive_groups:
-            group_lse = _logsumexp(logits[:, cols], axis=1)
-            denom[:, cols] = np.logaddexp(group_lse, bg)[:, None]
+        # Zero-shot: p = exp(l) / (exp(l) + exp(bg)).
         probs = np.exp(logits - denom)
+        for cols in self.exclusive_groups:
+            probs[:, cols] = _exclusive(logits[:, cols], bg)
         if self.taught.any():
             cols = np.flatnonzero(self.taught)
             probs[:, cols] = 1.0 / (1.0 + np.exp(-logits[:, cols]))
@@ -106,6 +107,29 @@ class TagModel:
                 for r, c in zip(rows.tolist(), cols.tolist(), strict=True)
             )
         return out
+
+
+def _exclusive(logits: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Probabilities of an exclusive group's tags (indoors / outdoors; one colour of six).
+
+    Two questions, answered apart: does the group apply at all (its tags together against
+    the background), and which of its tags is it (zero-shot classification among them, what
+    ranking gets right). The group's best tag gets ``p(group) * share / (share + runner-up's
+    share)``: a clear winner gets nearly all the group's probability, a tie between two gets
+    half (and neither tag), and every other tag gets its share against the winner's. Splitting
+    one probability mass among close rivals, as a plain softmax does, left a photo with no
+    tag of a group it plainly belongs to when two of its tags were alike (a star that was a
+    little like a cross).
+    """
+    lse = _logsumexp(logits, axis=1)
+    present = 1.0 / (1.0 + np.exp(bg - lse))  # p(the group applies); bg = -inf: 1
+    share = np.exp(logits - lse[:, None])
+    order = np.argsort(-share, axis=1)
+    rows = np.arange(len(share))
+    first, second = share[rows, order[:, 0]], share[rows, order[:, 1]] if share.shape[1] > 1 else 0.0
+    out = present[:, None] * share / (share + first[:, None])
+    out[rows, order[:, 0]] = present * first / (first + second)
+    return out
 
 
 def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 # What a zero-shot tag's stored vectors are: one per phrase (a union). Part of each tag's
 # fingerprint, so vectors stored as one mean of all phrases are embedded again once.
 _PER_PHRASE = "prompts/per-phrase"
+# How scores are calibrated (``indexer.tags.model``): part of the state key, so a library tagged
+# by an older rule is re-tagged once by the next index run.
+_CALIBRATION = "exclusive-groups/2, background as one"
 
 
 @dataclass
@@ -145,6 +148,7 @@ class Tagger:
         vocab = self.vocabulary
         return fingerprint(
             model_key,
+            _CALIBRATION,
             vocab.key,
             vocab.threshold,
             vocab.max_tags,

@@ -1,7 +1,11 @@
 """Train the toy-world open_clip model (a few minutes on two CPU cores).
 
-Run ``python -m indexer.toyworld.train`` to reproduce the committed weights in
-``indexer/toyworld/model/``. Training is seeded; the result is a normal
+The committed weights in ``indexer/toyworld/model/`` come from two seeded stages::
+
+    python -m indexer.toyworld.train --out /tmp/toy-stage1
+    python -m indexer.toyworld.train --init /tmp/toy-stage1 --steps 2000 --lr 1e-3 --seed 1
+
+The result is a normal
 open_clip checkpoint (``open_clip_config.json`` + ``open_clip_model.safetensors``),
 loaded by Glimpse through the same ``local-dir:`` code path as any downloaded
 Hugging Face model.
@@ -164,7 +168,7 @@ def evaluate(
     }
 
 
-def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float) -> dict[str, float]:
+def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float, init: Path | None = None) -> dict[str, float]:
     import open_clip
     from safetensors.torch import save_file
 
@@ -173,6 +177,10 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float) -> dict[s
     rng = random.Random(seed)
     cfg = json.loads((MODEL_DIR / "open_clip_config.json").read_text())
     model = open_clip.CLIP(**cfg["model_cfg"])
+    if init is not None:  # a second stage goes on from the first one's weights
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(init / WEIGHTS_NAME)).items()})
     tokenizer = open_clip.SimpleTokenizer(context_length=cfg["model_cfg"]["text_cfg"]["context_length"])
     size = cfg["model_cfg"]["vision_cfg"]["image_size"]
     mean = torch.tensor(cfg["preprocess_cfg"]["mean"])
@@ -225,15 +233,16 @@ def train(out_dir: Path, steps: int, batch: int, seed: int, lr: float) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=MODEL_DIR)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=3500)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, help="start from the weights in this folder (a second stage)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    acc = train(args.out, args.steps, args.batch, args.seed, args.lr)
+    acc = train(args.out, args.steps, args.batch, args.seed, args.lr, args.init)
     log.info("held-out zero-shot accuracy: %s", json.dumps(acc))
 
 

@@ -75,7 +75,7 @@ def test_index_and_search_a_real_folder(tmp_path: Path, env: dict[str, str]) -> 
     assert found.returncode == 0, found.stderr
     results = json.loads(found.stdout)
     assert [truth[r["path"]] for r in results[:2]] == [RED_CIRCLE, RED_CIRCLE]
-    assert results[0]["score"] >= results[1]["score"] >= results[-1]["score"]
+    assert results[0]["match"] >= results[1]["match"] >= results[-1]["match"] >= 0.5
     rotated = next(r for r in results if r["path"].endswith("写真.jpg"))
     assert (rotated["width"], rotated["height"]) == (320, 240), "EXIF rotation applied to the real size"
 
@@ -87,8 +87,10 @@ def test_index_and_search_a_real_folder(tmp_path: Path, env: dict[str, str]) -> 
     combo = json.loads(run(["search", '"a star" - "blue"', "--json", "-k", "3"], env).stdout)
     assert all(truth[r["path"]].colour != "blue" for r in combo[:2])
     assert truth[combo[0]["path"]].shape == "star"
-    only_old = json.loads(run(["search", "a red circle", "--json", "--folder", str(root / "old")], env).stdout)
-    assert {Path(r["path"]).parent.name for r in only_old} == {"old"}
+    # No red circle lives in old/: nothing matches there, and --all lists what is there, weaker.
+    assert json.loads(run(["search", "a red circle", "--json", "--folder", str(root / "old")], env).stdout) == []
+    only_old = json.loads(run(["search", "a red circle", "--json", "--all", "--folder", str(root / "old")], env).stdout)
+    assert {Path(r["path"]).parent.name for r in only_old} == {"old"} and all(r["weak"] for r in only_old)
 
     human = run(["search", "a red circle", "-k", "2"], env)
     assert "rote Kreis 写真.jpg" in human.stdout or "circle-upside-down.jpg" in human.stdout

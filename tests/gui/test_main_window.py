@@ -241,3 +241,54 @@ def test_the_tagging_phase_is_shown_while_photos_are_searchable(qtbot, window: M
     assert window.progress.isVisible() and (window.progress.value(), window.progress.maximum()) == (800, 2010)
     window._on_status(ServiceStatus("idle"))
     assert window.state_label.text() == "Up to date" and not window.progress.isVisible()
+
+
+def test_weaker_matches_near_duplicates_and_the_duplicates_window(
+    qtbot, window: MainWindow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    win = window
+    root = tmp_path / "Photos"
+    _photos(root)
+    original = root / "star" / "blue-star.jpg"
+    copy = root / "copies" / "blue-star copy.jpg"
+    copy.parent.mkdir()
+    shutil.copyfile(original, copy)
+    win.add_folder(str(root))
+    _wait_indexed(qtbot, win, 38)
+
+    results = _search(qtbot, win, "a blue star")
+    matches = [r for r in results if not r.weak and r.duplicate_of is None]
+    assert win.results.rowCount() == len(matches) >= 2, "only the matches, a group of copies as one"
+    assert win.results.first_weak_row() is None
+    assert "match" in win.state_label.text()
+    grouped = next(r for r in matches if r.similar)
+    assert "+1 near-duplicate" in win.results.index(matches.index(grouped)).data(Qt.ItemDataRole.ToolTipRole)
+    win.group_copies.setChecked(False)
+    assert win.results.rowCount() == len(matches) + 1
+    win.group_copies.setChecked(True)
+    win.show_weak.setChecked(True)
+    assert win.results.rowCount() > len(matches)
+    assert win.results.first_weak_row() == len(matches)
+    assert win.results.result(len(matches)).weak and "weaker" in win.state_label.text()
+    win.show_weak.setChecked(False)
+
+    # Nothing relevant: it says so and shows only the closest few.
+    _search(qtbot, win, "a photo of a dog")
+    if win.results.matches == 0:
+        assert win.message.isVisible() and "No good match" in win.message.text()
+        assert win.results.rowCount() <= 3
+
+    # The duplicates window: the copy is ticked, the original kept; trashing needs the user's yes.
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    win.open_duplicates()
+    dialog = win.duplicates_dialog
+    qtbot.waitUntil(lambda: bool(dialog.groups), timeout=30_000)
+    group = next(g for g in dialog.groups if {m.path for m in g.members} == {str(original), str(copy)})
+    assert group.exact and group.keep.path == str(original)
+    ticked = dialog.ticked()
+    assert str(copy) in {m.path for m in ticked} and str(original) not in {m.path for m in ticked}
+    with qtbot.waitSignal(dialog.trashed, timeout=30_000) as moved:
+        dialog.move_to_trash([m for m in ticked if m.path == str(copy)])
+    assert moved.args[0].moved == [str(copy)] and not copy.exists() and original.exists()
+    assert (tmp_path / "xdg" / "Trash" / "files" / copy.name).exists()
+    dialog.close()

@@ -90,3 +90,33 @@ def test_region_index_is_rebuilt_from_the_database_on_open(library, toy_embedder
     assert len(fresh.vectors().regions) == len(pipeline.vectors().regions) > 0
     top = SearchService(store, fresh.slot).search("a blue star", k=1)[0]
     assert top.path == scene and top.region == REGION_BOXES[0]
+
+
+def test_a_strong_part_counts_and_a_whole_match_is_reported_whole(library, toy_embedder, paths: AppPaths) -> None:
+    """Regions on calibrated strengths: a part counts on its own strength, however far below the
+    best whole photo its cosine is, and a photo that matches as a whole is reported whole."""
+    from indexer.tags.tagger import Tagger
+    from indexer.tags.vocabulary import TOYWORLD_VOCABULARY
+    from store.tags import TagStore
+
+    store, pipeline, root, scene = library
+    tags = TagStore(store.db)
+    tagger = Tagger(tags, store, pipeline.slot, TOYWORLD_VOCABULARY)
+    tagger.seed_vocabulary()
+    pipeline.tagger = tagger
+    pipeline.config = replace(pipeline.config, regions=True)
+    _run(pipeline, root)
+    tagger.retag()
+    assert tags.descriptions(pipeline.vectors().model_id) is not None, "the tagger saved what search calibrates with"
+    search = SearchService(store, pipeline.slot, tags)
+
+    stars = search.search("a blue star", k=40)
+    matches = [r for r in stars if not r.weak]
+    hit = next(r for r in matches if r.path == scene)
+    assert hit.region == REGION_BOXES[0], "the small star is a match by its part, top left"
+
+    circles = [r for r in search.search("a red circle", k=40) if not r.weak]
+    whole = next(r for r in circles if Path(r.path).name == "red-circle.jpg")
+    assert whole.region is None, "a red circle that fills its photo matches as a whole"
+    part = next(r for r in circles if r.path == scene)
+    assert part.region == REGION_BOXES[3]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexer.search import relevance
 from indexer.search.relevance import CUTOFF, Descriptions, cut, image_strengths, text_strengths
 from store.records import DescriptionsRecord
 
@@ -26,7 +25,7 @@ def test_a_photo_matches_a_query_that_describes_it_better_than_the_background_an
     wallpaper = _unit(1, 0.1)  # described best as "a photo"
     red_square = _unit(0.1, 0.7, 0.7)  # its tags "red" and "square" describe it better
     rows = np.stack([red_circle, wallpaper, red_square])
-    strengths = text_strengths(rows @ query, rows, _descriptions())
+    strengths = text_strengths(rows @ query, rows, _descriptions(), query)
     assert strengths[0] > 0.9
     assert strengths[1] < 0.1
     assert strengths[2] < CUTOFF
@@ -37,7 +36,7 @@ def test_a_query_that_names_a_tag_still_matches_the_photos_of_that_tag() -> None
     query = _unit(0, 1, 0, 0.05)
     red_thing = _unit(0.1, 0.9, 0.1)
     rows = red_thing[None]
-    assert text_strengths(rows @ query, rows, _descriptions())[0] >= CUTOFF
+    assert text_strengths(rows @ query, rows, _descriptions(), query)[0] >= CUTOFF
 
 
 def test_descriptions_read_back_from_their_stored_record() -> None:
@@ -65,24 +64,29 @@ def test_a_tiny_library_counts_its_candidates_in_the_distribution() -> None:
     assert strengths[0] > CUTOFF > strengths[1:].max()
 
 
-def test_a_cliff_in_the_scores_ends_the_matches_and_lowers_what_lies_below() -> None:
-    scores = np.asarray([0.56, 0.555, 0.26, 0.25, 0.24], np.float32)
-    strengths = np.asarray([1.0, 1.0, 0.8, 0.7, 0.2], np.float32)
-    final = cut(scores, strengths, temperature=18.8)
-    assert (final[:2] == 1.0).all()
-    assert (final[2:] < CUTOFF).all()
-    assert final[2] < 0.01  # 5.6 nats below the last match
+def _library_sample(rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0.0, 0.2, 2048).astype(np.float32)  # spread 0.2
 
 
-def test_a_smooth_decline_is_not_a_cliff() -> None:
-    scores = np.linspace(0.33, 0.26, 30).astype(np.float32)
-    strengths = np.full(30, 0.9, np.float32)
-    final = cut(scores, strengths, temperature=relevance.DEFAULT_TEMPERATURE)
-    np.testing.assert_array_equal(final, strengths)
+def test_near_misses_far_below_the_best_match_are_not_matches() -> None:
+    sample = _library_sample(np.random.default_rng(1))
+    scores = np.asarray([0.65, 0.64, 0.54, 0.53, 0.2], np.float32)
+    strengths = np.asarray([0.99, 0.98, 0.85, 0.93, 0.6], np.float32)
+    final = cut(scores, strengths, sample)
+    np.testing.assert_allclose(final[:2], strengths[:2], atol=1e-3)  # within the window: as calibrated
+    assert (final[2:] < CUTOFF).all()  # half a spread below the best: near misses
 
 
-def test_nothing_strong_enough_means_no_match_whatever_the_gaps() -> None:
+def test_matches_close_together_all_stay() -> None:
+    sample = _library_sample(np.random.default_rng(2))
+    scores = np.linspace(0.62, 0.6, 12).astype(np.float32)
+    strengths = np.full(12, 0.9, np.float32)
+    np.testing.assert_allclose(cut(scores, strengths, sample), strengths, atol=1e-3)
+
+
+def test_nothing_strong_enough_means_no_match_whatever_the_scores() -> None:
+    sample = _library_sample(np.random.default_rng(3))
     scores = np.asarray([0.5, 0.1, 0.09], np.float32)
     strengths = np.asarray([0.3, 0.01, 0.01], np.float32)
-    final = cut(scores, strengths, temperature=50.0)
+    final = cut(scores, strengths, sample)
     assert (final < CUTOFF).all()
