@@ -104,9 +104,9 @@ def sample_stride(n: int) -> int:
     return max(1, n // SAMPLE_ROWS)
 
 
-def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int, stride: int | None = None) -> SearchHits:
+def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int) -> SearchHits:
     """The ``k`` rows of ``vectors`` (n, dim) with the highest inner product with ``query``, best first,
-    with their vectors and every ``stride``-th score as the sample.
+    with their vectors, and every :func:`sample_stride`-th score as the sample.
 
     Ties keep storage order (a stable sort), so two readers of the same file agree.
     """
@@ -117,7 +117,7 @@ def top_k(vectors: np.ndarray, ids: np.ndarray, query: np.ndarray, k: int, strid
     scores = vectors @ query
     top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
     order = top[np.argsort(-scores[top], kind="stable")]
-    sample = scores[:: stride or sample_stride(n)].astype(np.float32)
+    sample = scores[:: sample_stride(n)].astype(np.float32)
     return SearchHits(ids[order].astype(np.int64), scores[order].astype(np.float32), vectors[order].copy(), sample)
 
 
@@ -179,23 +179,27 @@ class FlatIndexFile:
             return no_hits()
         buffer: np.ndarray = np.empty((min(self.CHUNK_ROWS, n), self.dim), np.float32)
         kept: list[SearchHits] = []
-        stride = sample_stride(n if allowed is None else min(n, len(allowed)))
+        # The library's distribution for this query: every stride-th row of the whole file, filter
+        # or not, the same rows the in-memory index samples (``store.vectors``).
+        stride = sample_stride(n)
+        samples: list[np.ndarray] = []
         self._fh.seek(self._vectors_at)
         for start in range(0, n, self.CHUNK_ROWS):
             rows = buffer[: min(self.CHUNK_ROWS, n - start)]
             _fill(self._fh, rows)
+            samples.append(rows[(-start) % stride :: stride] @ q)
             ids = self.ids[start : start + len(rows)]
             if allowed is not None:
                 keep = np.isin(ids, allowed)
                 rows, ids = rows[keep], ids[keep]
-            kept.append(top_k(rows, ids, q, k, stride))
+            kept.append(top_k(rows, ids, q, k))
+        sample = np.concatenate(samples).astype(np.float32)
         if not any(len(h.ids) for h in kept):
-            return no_hits()
+            return SearchHits(no_hits().ids, no_hits().scores, None, sample)
         ids_all = np.concatenate([h.ids for h in kept])
         scores_all = np.concatenate([h.scores for h in kept])
         rows_all = np.concatenate([h.rows for h in kept if h.rows is not None])
         order = np.argsort(-scores_all, kind="stable")[:k]  # candidates are in file order: ties keep it
-        sample = np.concatenate([h.sample for h in kept if h.sample is not None])
         return SearchHits(ids_all[order], scores_all[order], rows_all[order], sample)
 
 

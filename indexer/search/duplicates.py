@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +29,7 @@ import numpy as np
 
 from indexer.errors import GlimpseError
 from indexer.models.space import ModelSlot
-from indexer.search.groups import Links, same_picture
+from indexer.search.groups import Links, keep_order, same_picture
 from store.library import LibraryStore
 from store.neighbours import near_pairs
 from store.records import ImageRecord
@@ -38,8 +37,6 @@ from store.records import ImageRecord
 log = logging.getLogger(__name__)
 
 DEFAULT_SIMILARITY = 0.96
-# A name that says it is a copy: "IMG_1 copy.jpg", "IMG_1 (2).jpg", "IMG_1-1.jpg", "IMG_1~2.jpg".
-_COPY_NAME = re.compile(r"(\bcopy\b|\bkopie\b|\bcopie\b|\(\d+\)|[-_ ~]\d{1,2}$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -97,17 +94,14 @@ def _member(rec: ImageRecord) -> Member:
     return Member(rec.id, rec.path, rec.width, rec.height, rec.size, when)
 
 
-def _keep_order(m: Member) -> tuple[int, int, float, int, int]:
-    pixels = (m.width or 0) * (m.height or 0)
-    when = m.when.timestamp() if m.when else float("inf")
-    stem = Path(m.path).stem
-    return (-pixels, -m.size, when, 1 if _COPY_NAME.search(stem) else 0, len(Path(m.path).name))
+def _order(m: Member) -> tuple[int, int, float, int, int]:
+    return keep_order(m.path, m.width, m.height, m.size, m.when)
 
 
 def suggest_keep(members: Sequence[Member]) -> tuple[Member, ...]:
     """``members`` with the one to keep first, and why it is that one."""
-    ordered = sorted(members, key=_keep_order)
-    first, second = _keep_order(ordered[0]), _keep_order(ordered[1]) if len(ordered) > 1 else None
+    ordered = sorted(members, key=_order)
+    first, second = _order(ordered[0]), _order(ordered[1]) if len(ordered) > 1 else None
     if second is None or first[0] != second[0]:
         why = "largest"
     elif first[1] != second[1]:

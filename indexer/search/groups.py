@@ -4,7 +4,10 @@ heavier modules (``indexer.search.duplicates`` reads the whole library)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +17,21 @@ from store.neighbours import near_pairs
 # picture: resizing, re-encoding, brightening or a 5% crop flip a few; another photo of the
 # same scene flips about half.
 FINGERPRINT_BITS = 16
+
+
+# A name that says it is a copy: "IMG_1 copy.jpg", "IMG_1 (2).jpg", "IMG_1-1.jpg", "IMG_1~2.jpg".
+_COPY_NAME = re.compile(r"(\bcopy\b|\bkopie\b|\bcopie\b|\(\d+\)|[-_ ~]\d{1,2}$)", re.IGNORECASE)
+
+
+def keep_order(
+    path: str, width: int | None, height: int | None, size: int, when: datetime | None
+) -> tuple[int, int, float, int, int]:
+    """Sort key of the copy to keep (smallest first): the largest (pixels, then bytes), then the
+    oldest, then the best-named (not called a copy, then the shortest name)."""
+    pixels = (width or 0) * (height or 0)
+    stamp = when.timestamp() if when else float("inf")
+    name = Path(path)
+    return (-pixels, -size, stamp, 1 if _COPY_NAME.search(name.stem) else 0, len(name.name))
 
 
 def same_picture(a: int | None, b: int | None) -> bool:

@@ -32,6 +32,7 @@ vectors and a sample of scores), so the cutoff costs a few milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,7 @@ IMAGE_Z = 2.0  # how many robust standard deviations above the library a photo m
 IMAGE_SLOPE = 1.5  # strength per z above IMAGE_Z (logistic)
 # The gap structure: a match must score within WINDOW spreads (robust standard deviations of
 # the query's scores over the library) of the best match; SOFTNESS spreads make the edge smooth.
-WINDOW = 0.3
+WINDOW = 0.45
 SOFTNESS = 0.05
 
 
@@ -75,14 +76,21 @@ def _log_mean_exp(x: np.ndarray, axis: int) -> np.ndarray:
     return (np.log(np.mean(np.exp(x - m), axis=axis, keepdims=True)) + m).squeeze(axis)
 
 
-def text_strengths(scores: np.ndarray, rows: np.ndarray, descriptions: Descriptions, query: np.ndarray) -> np.ndarray:
+def text_strengths(
+    scores: np.ndarray,
+    rows: np.ndarray,
+    descriptions: Descriptions,
+    query: np.ndarray,
+    negatives: Sequence[tuple[float, np.ndarray]] = (),
+) -> np.ndarray:
     """Strength of a text query on each candidate (``scores``: its cosines, ``rows``: the candidates'
     vectors, ``query``: the query's unit vector).
 
     ``p = e^(T s) / (e^(T s) + e^(T b) + e^(T t + lead))``: the query against the
     background (``b``, the background prompts' log-mean-exp: one competitor however many
     templates it has) and against the photo's best tag phrase that is not the query itself
-    (``t``).
+    (``t``). A negative term ("beach" - "people") competes too, weighted: a beach full of
+    people is described by "people" as well as by "beach".
     """
     if len(scores) == 0:
         return np.empty(0, np.float32)
@@ -94,6 +102,8 @@ def text_strengths(scores: np.ndarray, rows: np.ndarray, descriptions: Descripti
     rivals = descriptions.phrases[descriptions.phrases @ query.astype(np.float32) < SAME_AS_QUERY]
     if len(rivals):
         competitors.append(t * (rows @ rivals.T).max(axis=1).astype(np.float64) + TAG_LEAD)
+    for weight, negative in negatives:
+        competitors.append(t * weight * (rows @ negative).astype(np.float64))
     stacked = np.stack(logits + competitors, axis=1)
     top = stacked.max(axis=1, keepdims=True)
     weights = np.exp(stacked - top)

@@ -25,7 +25,7 @@ import numpy as np
 from indexer.errors import NotFoundError, QueryError
 from indexer.models.embedder import Embedder
 from indexer.search import relevance
-from indexer.search.groups import collapse
+from indexer.search.groups import collapse, keep_order
 from indexer.search.query import Query, Term, parse_query
 from indexer.search.relevance import Descriptions
 from store.flat import SearchHits
@@ -135,6 +135,13 @@ class SearchResult:
         }
 
 
+def _keep_key(rec: ImageRecord | None) -> tuple[int, int, float, int, int]:
+    if rec is None:
+        return (1, 0, float("inf"), 1, 1 << 30)
+    when = rec.taken_at or (datetime.fromtimestamp(rec.mtime_ns / 1e9) if rec.mtime_ns else None)
+    return keep_order(rec.path, rec.width, rec.height, rec.size, when)
+
+
 @dataclass(frozen=True)
 class _Candidate:
     """One photo a query ranked: its cosine, calibrated strength, matching part, and verdict."""
@@ -145,6 +152,22 @@ class _Candidate:
     box: Box | None
     weak: bool
     row: np.ndarray | None = None  # the photo's vector, to find near-duplicates among results
+
+
+def _unit(total: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(total)
+    if norm < 1e-6:
+        raise QueryError("The terms cancel each other out; there is nothing left to search for.")
+    return (total / norm).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """What a text query is calibrated with: its positive terms' direction, and its negative terms
+    (weight, unit vector), which compete with it on every photo."""
+
+    positive: np.ndarray
+    negatives: tuple[tuple[float, np.ndarray], ...] = ()
 
 
 class SearchService:
@@ -235,9 +258,15 @@ class SearchService:
             listed = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
             return self._results([_Candidate(i, s, s, None, False) for i, s in listed])
         vectors = self._vectors()
-        vec, query_ids = self.query_vector(query, vectors)
-        words = all(t.kind == "text" for t in query.terms)
-        return self._results(self._rank(vec, k, allowed, query_ids, words))
+        terms = self._term_vectors(query, vectors)
+        vec = _unit(sum((t.weight * v for t, v, _ in terms), np.zeros(vectors.dim, np.float64)))
+        query_ids = {i for _, _, i in terms if i is not None}
+        calibration = None
+        if all(t.kind == "text" for t in query.terms):
+            positive = _unit(sum((t.weight * v for t, v, _ in terms if t.weight > 0), np.zeros(vectors.dim)))
+            negatives = tuple((-t.weight, np.asarray(v, np.float32)) for t, v, _ in terms if t.weight < 0)
+            calibration = _Calibration(positive, negatives)
+        return self._results(self._rank(vec, k, allowed, query_ids, calibration))
 
     def search_vector(
         self,
@@ -249,7 +278,7 @@ class SearchService:
     ) -> list[SearchResult]:
         """Rank the library against a ready-made unit vector (object search), with the usual filters."""
         allowed = self._allowed(filters or Query(()), folders)
-        return self._results(self._rank(vector, k, allowed, exclude or set(), words=False))
+        return self._results(self._rank(vector, k, allowed, exclude or set(), None))
 
     def _descriptions(self, vectors: VectorReads) -> Descriptions | None:
         """What the vocabulary can say about photos in this space (None: not computed yet)."""
@@ -268,23 +297,25 @@ class SearchService:
 
     def _strengths(
         self,
-        words: bool,
-        query: np.ndarray,
+        calibration: _Calibration | None,
         scores: np.ndarray,
         rows: np.ndarray | None,
         sample: np.ndarray | None,
         vectors: VectorReads,
     ) -> np.ndarray:
         """Calibrated strengths: a text query against the vocabulary's descriptions where the
-        library has them, anything else against the library's own distribution."""
-        described = self._descriptions(vectors) if words and rows is not None else None
+        library has them (its negative terms competing too), anything else against the library's
+        own distribution."""
+        described = self._descriptions(vectors) if calibration is not None and rows is not None else None
         if described:
-            assert rows is not None
-            return relevance.text_strengths(scores, rows, described, query)
+            assert rows is not None and calibration is not None
+            return relevance.text_strengths(
+                rows @ calibration.positive, rows, described, calibration.positive, calibration.negatives
+            )
         return relevance.image_strengths(scores, sample)
 
     def _rank(
-        self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int], words: bool
+        self, vec: np.ndarray, k: int, allowed: np.ndarray | None, exclude: set[int], calibration: _Calibration | None
     ) -> list[_Candidate]:
         """Candidates for ``vec``, calibrated: matches first, then weaker ones; ``k`` at most.
 
@@ -295,7 +326,7 @@ class SearchService:
         vectors = self._vectors()
         pool = max(k, POOL) + len(exclude)
         hits = vectors.search(vec, pool, allowed)
-        strengths = self._strengths(words, vec, hits.scores, hits.rows, hits.sample, vectors)
+        strengths = self._strengths(calibration, hits.scores, hits.rows, hits.sample, vectors)
         rows = hits.rows if hits.rows is not None else [None] * len(hits.ids)
         best: dict[int, _Candidate] = {
             int(i): _Candidate(int(i), float(s), float(m), None, False, r)
@@ -306,7 +337,7 @@ class SearchService:
             if parts:
                 part_scores = np.asarray([h.score for h in parts], np.float32)
                 part_rows = np.stack([np.asarray(h.vector, np.float32) for h in parts])
-                part_strengths = self._strengths(words, vec, part_scores, part_rows, hits.sample, vectors)
+                part_strengths = self._strengths(calibration, part_scores, part_rows, hits.sample, vectors)
                 for hit, m in zip(parts, part_strengths.tolist(), strict=True):
                     whole = best.get(hit.image_id)
                     if whole is not None and whole.strength >= relevance.CUTOFF:
@@ -331,14 +362,29 @@ class SearchService:
         found = [records.get(c.image_id) for c in keep]
         hashes = [r.content_hash if r is not None else None for r in found]
         fingerprints = [r.fingerprint if r is not None else None for r in found]
-        groups = collapse(rows, self.duplicate_similarity, hashes, fingerprints)
-        return {keep[g[0]].image_id: [keep[i].image_id for i in g[1:]] for g in groups if len(g) > 1}
+        out: dict[int, list[int]] = {}
+        for group in collapse(rows, self.duplicate_similarity, hashes, fingerprints):
+            if len(group) < 2:
+                continue
+            # The group is shown as the copy one would keep (largest, oldest, best-named).
+            members = [keep[i].image_id for i in group]
+            leader = min(members, key=lambda i: _keep_key(records.get(i)))
+            out[leader] = [m for m in members if m != leader]
+        return out
 
     def _results(self, keep: Sequence[_Candidate]) -> list[SearchResult]:
         records = self.store.images([c.image_id for c in keep])
         tags = self.tags.tags_of([c.image_id for c in keep]) if self.tags is not None else {}
         groups = self._collapse(keep, records)
         leader = {member: first for first, members in groups.items() for member in members}
+        if groups:  # each group's leader takes the place of its best-ranked member
+            order = [c.image_id for c in keep]
+            for first, members in groups.items():
+                top = min(order.index(i) for i in (first, *members))
+                order.remove(first)
+                order.insert(top, first)
+            by_id = {c.image_id: c for c in keep}
+            keep = [by_id[i] for i in order]
         results = []
         for cand in keep:
             image_id, score, region = cand.image_id, cand.score, cand.box
@@ -369,23 +415,28 @@ class SearchService:
 
     def query_vector(self, query: Query, vectors: VectorReads) -> tuple[np.ndarray, set[int]]:
         """The unit query vector, and the ids of indexed photos used as terms (to leave out)."""
-        texts = [t for t in query.terms if t.kind == "text"]
-        text_vecs = self.embedder.embed_texts([t.value for t in texts]) if texts else np.empty((0, 0))
+        terms = self._term_vectors(query, vectors)
         total = np.zeros(vectors.dim, dtype=np.float64)
         query_ids: set[int] = set()
-        for term, vec in zip(texts, text_vecs, strict=True):
+        for term, vec, image_id in terms:
             total += term.weight * vec
-        for term in query.terms:
-            if term.kind == "text":
-                continue
-            vec, image_id = self._image_vector(term, vectors)
             if image_id is not None:
                 query_ids.add(image_id)
-            total += term.weight * vec
-        norm = np.linalg.norm(total)
-        if norm < 1e-6:
-            raise QueryError("The terms cancel each other out; there is nothing left to search for.")
-        return (total / norm).astype(np.float32), query_ids
+        return _unit(total), query_ids
+
+    def _term_vectors(self, query: Query, vectors: VectorReads) -> list[tuple[Term, np.ndarray, int | None]]:
+        """Each term's unit vector (texts embedded in one batch), with the photo id of an indexed photo term."""
+        texts = [t for t in query.terms if t.kind == "text"]
+        text_vecs = self.embedder.embed_texts([t.value for t in texts]) if texts else np.empty((0, 0))
+        embedded = dict(zip((id(t) for t in texts), text_vecs, strict=True))
+        out: list[tuple[Term, np.ndarray, int | None]] = []
+        for term in query.terms:
+            if term.kind == "text":
+                out.append((term, embedded[id(term)], None))
+            else:
+                vec, image_id = self._image_vector(term, vectors)
+                out.append((term, vec, image_id))
+        return out
 
     def _image_vector(self, term: Term, vectors: VectorReads) -> tuple[np.ndarray, int | None]:
         if term.kind == "id":

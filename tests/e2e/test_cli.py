@@ -79,7 +79,7 @@ def test_index_and_search_a_real_folder(tmp_path: Path, env: dict[str, str]) -> 
     rotated = next(r for r in results if r["path"].endswith("写真.jpg"))
     assert (rotated["width"], rotated["height"]) == (320, 240), "EXIF rotation applied to the real size"
 
-    similar = run(["similar", str(root / "scans" / "star.png"), "--json", "-k", "1"], env)
+    similar = run(["similar", str(root / "scans" / "star.png"), "--json", "--all", "-k", "1"], env)
     assert similar.returncode == 0, similar.stderr
     assert json.loads(similar.stdout)[0]["path"].endswith("IMG_0001.HEIC")
 

@@ -55,11 +55,11 @@ def test_object_search_runs_and_offline_without_weights_says_what_to_do(
     scene = two_shape_scene(root / "scene.jpg", ShapeSpec("star", "blue"), ShapeSpec("circle", "red"), 3)
     assert run(["index", str(root)], env).returncode == 0
     res = run(["--sam-weights", str(checkpoint), "search", "--object", str(scene), "--point", "120,120", "-k", "3",
-               "--json"], env)  # fmt: skip
+               "--all", "--json"], env)  # fmt: skip
     assert res.returncode == 0, res.stderr
     hits = json.loads(res.stdout)
     assert len(hits) == 3 and str(scene.resolve()) not in [h["path"] for h in hits]
-    res = run(["search", "--region", str(scene), "--box", "280,40,440,200", "-k", "2", "--json"], env)
+    res = run(["search", "--region", str(scene), "--box", "280,40,440,200", "-k", "2", "--all", "--json"], env)
     assert res.returncode == 0 and len(json.loads(res.stdout)) == 2
     # No weights on disk and no network: exit 4, naming the file, its size and where it goes.
     res = run(["segment", str(scene), "--point", "120,120"], env)

@@ -79,12 +79,12 @@ def test_the_hostile_corpus_is_indexed_and_reported(tmp_path: Path, env: dict[st
     assert summary["failed"] + len(summary["unreadable"]) >= len(corpus.bad)
 
     # The library answers afterwards, non-UTF-8 names included (exactly, through --json).
-    found = subprocess.run([*glimpse_cmd(), "search", "something red", "-k", "500", "--json"], env=env,
+    found = subprocess.run([*glimpse_cmd(), "search", "something red", "-k", "500", "--all", "--json"], env=env,
                            capture_output=True, text=True)  # fmt: skip
     assert found.returncode == 0, found.stderr
     paths = {os.fsencode(r["path"]) for r in json.loads(found.stdout)}
     assert os.fsencode(corpus.good["latin-1 file name"]) in paths
-    listed = subprocess.run([*glimpse_cmd(), "search", "something red", "-k", "500"], env=env,
+    listed = subprocess.run([*glimpse_cmd(), "search", "something red", "-k", "500", "--all"], env=env,
                             capture_output=True, text=True)  # fmt: skip
     assert listed.returncode == 0 and "/caf\\xe9.jpg\n" in listed.stdout  # shown escaped, never a crash
     status = subprocess.run([*glimpse_cmd(), "status"], env=env, capture_output=True, text=True)

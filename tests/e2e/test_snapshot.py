@@ -93,7 +93,7 @@ def test_a_search_imports_neither_sqlalchemy_faiss_nor_torch(library: tuple[dict
     probe = (
         "import sys\n"
         "from desktop.launcher import main\n"
-        "code = main(['search', 'a red circle', '-k', '3'])\n"
+        "code = main(['search', 'a red circle', '-k', '3', '--all'])\n"
         "heavy = ('sqlalchemy', 'faiss', 'torch', 'open_clip', 'indexer.cli.main')\n"
         "print('HEAVY', code, sorted(m for m in heavy if m in sys.modules))\n"
     )

@@ -76,7 +76,7 @@ def test_a_running_watch_answers_like_the_command_itself(library: tuple[dict[str
     env, photos = library
     local = {
         "search": _client(["search", "a red circle", "-k", "3", "--json"], env),
-        "similar": _client(["similar", "red-circle.jpg", "-k", "3"], env, cwd=photos),
+        "similar": _client(["similar", "red-circle.jpg", "-k", "3", "--all", "--json"], env, cwd=photos),
         "status": _client(["status", "--json"], env),
     }
     assert {where for _, where, _ in local.values()} == {"LOCAL"}
@@ -86,12 +86,14 @@ def test_a_running_watch_answers_like_the_command_itself(library: tuple[dict[str
         assert stat.S_IMODE(sock.stat().st_mode) == 0o600
         warm = {
             "search": _client(["search", "a red circle", "-k", "3", "--json"], env),
-            "similar": _client(["similar", "red-circle.jpg", "-k", "3"], env, cwd=photos),  # relative to the client
+            "similar": _client(
+                ["similar", "red-circle.jpg", "-k", "3", "--all", "--json"], env, cwd=photos
+            ),  # relative to the client
             "status": _client(["status", "--json"], env),
         }
         assert {where for _, where, _ in warm.values()} == {"WARM"}
         assert warm["search"] == (local["search"][0], "WARM", 0)
-        assert warm["similar"][0] == local["similar"][0] and warm["similar"][0].count("\n") == 3
+        assert warm["similar"][0] == local["similar"][0] and len(json.loads(warm["similar"][0])) == 3
         assert json.loads(warm["status"][0])["images"] == json.loads(local["status"][0])["images"]
         # The model check runs there too: another model is refused exactly as in-process.
         _out, where, code = _client(["search", "x"], dict(env, GLIMPSE_MODEL="ViT-B-32"))
