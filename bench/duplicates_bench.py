@@ -2,11 +2,12 @@
 
     python bench/duplicates_bench.py [--photos 100000] [--originals 40]
 
-Quality: distinct toy-world photos (several different pictures of every colour and
-shape: the hard case, since the toy model sees only colour and shape) plus real
-wallpapers when Debian's are installed, and for ``--originals`` of them four edited
-copies each: resized to half, re-encoded at JPEG quality 40, cropped by 5%, brightened
-by 25%, plus one byte-identical copy. All are indexed with ``glimpse index`` (toy model);
+Quality: distinct toy-world photos (three different pictures of every colour and
+shape: the hard case, since the toy model sees only colour and shape), and for
+``--originals`` of them four edited copies each: resized to half, re-encoded at JPEG
+quality 40, cropped by 5%, brightened by 25%, plus one byte-identical copy. (Desktop
+wallpapers are no distinct photos to test with: their packages ship one picture at
+several sizes, which are near-duplicates.) All are indexed with ``glimpse index`` (toy model);
 the grouping's pairwise precision and recall against the truth (same original or not)
 are printed at several similarities.
 
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 from query_bench import synthetic_vectors  # bench/ is on sys.path when run as a script
-from relevance_bench import WALLPAPERS, copy_real, cpu_flags
+from relevance_bench import cpu_flags
 
 from indexer.composition import build_services
 from indexer.models.choice import ModelChoice
@@ -77,10 +78,6 @@ def quality(work: Path, originals: int) -> dict[str, object]:
             path = distinct / f"{spec.colour}-{spec.shape}-{n}.jpg"
             render(spec, rng, (640, 480)).save(path, quality=92)
             sources.append(path)
-    dirs = [Path(p) for p in WALLPAPERS if Path(p).is_dir()]
-    if dirs:
-        copy_real(dirs, distinct / "real")
-        sources += sorted((distinct / "real").iterdir())
     chosen = rng.sample(sources, min(originals, len(sources)))
     copies = photos / "copies"
     copies.mkdir()

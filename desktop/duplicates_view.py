@@ -10,6 +10,7 @@ files go to the system's trash, where they can be restored.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
@@ -62,7 +63,7 @@ class DuplicatesDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Duplicates")
-        self.resize(820, 600)
+        self.resize(1000, 640)
         self.finder = finder
         self.runner = runner
         self.thumbnail = thumbnail or _thumbnail  # runs on the runner's thread
@@ -77,9 +78,11 @@ class DuplicatesDialog(QDialog):
         self.slider.valueChanged.connect(self._similarity_moved)
         self.summary = QLabel("Looking for duplicates…")
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Photo", "Size and date", ""])
+        self.tree.setHeaderLabels(["Photo", "Folder", "Size and date", ""])
         self.tree.setIconSize(self.tree.iconSize().expandedTo(QPixmap(ICON, ICON).size()))
-        self.tree.setColumnWidth(0, 420)
+        self.tree.setColumnWidth(0, 330)
+        self.tree.setColumnWidth(1, 300)
+        self.tree.setColumnWidth(2, 190)
         self.trash_btn = QPushButton("Move ticked to trash…")
         self.trash_btn.setEnabled(False)
         self.trash_btn.clicked.connect(self.confirm_trash)
@@ -125,11 +128,15 @@ class DuplicatesDialog(QDialog):
         self.tree.clear()
         for n, group in enumerate(groups, 1):
             kind = "exact copies" if group.exact else f"near-duplicates, {group.similarity:.1%} alike"
-            head = QTreeWidgetItem([f"Group {n}: {len(group.members)} photos", kind, ""])
-            head.setFirstColumnSpanned(False)
+            head = QTreeWidgetItem([f"Group {n}: {len(group.members)} photos, {kind}"])
             self.tree.addTopLevelItem(head)
+            head.setFirstColumnSpanned(True)
             for i, m in enumerate(group.members):
-                item = QTreeWidgetItem([shown(m.path), _describe(m), f"keep: {m.why_keep}" if i == 0 else ""])
+                path = Path(m.path)
+                keep = f"keep: {m.why_keep}" if i == 0 else ""
+                item = QTreeWidgetItem([shown(path.name), shown(str(path.parent)), _describe(m), keep])
+                item.setToolTip(0, shown(m.path))
+                item.setToolTip(1, shown(m.path))
                 item.setData(0, MemberRole, m)
                 item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
                 item.setCheckState(0, Qt.CheckState.Unchecked if i == 0 else Qt.CheckState.Checked)

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 EXACT_UP_TO = 20_000  # photos; above this, the inverted-file index
 TILE = 4096  # rows per side of one tile of the exact comparison (64 MB of scores)
-PROBES = 16  # cells of the inverted-file index searched per photo
+PROBES = 8  # cells of the inverted-file index searched per photo (a copy lies in its own cell or next to it)
 
 
 def near_pairs(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

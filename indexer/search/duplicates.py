@@ -10,7 +10,7 @@
   that it is the same picture, not another photo of the same thing) are linked, and
   linked photos form one group.
 
-In every group the photo to keep comes first: the largest (pixels, then bytes), then
+In every group the photo to keep comes first: the largest (in pixels), then
 the oldest (taken, else modified), then the best-named (no "copy", "(2)" or "-1" of a
 copy). Nothing here deletes anything: :func:`move_to_trash` moves files to the
 system's trash, and only when a front end has the user's explicit confirmation.
@@ -94,7 +94,7 @@ def _member(rec: ImageRecord) -> Member:
     return Member(rec.id, rec.path, rec.width, rec.height, rec.size, when)
 
 
-def _order(m: Member) -> tuple[int, int, float, int, int]:
+def _order(m: Member) -> tuple[int, float, int, int, int]:
     return keep_order(m.path, m.width, m.height, m.size, m.when)
 
 
@@ -105,11 +105,13 @@ def suggest_keep(members: Sequence[Member]) -> tuple[Member, ...]:
     if second is None or first[0] != second[0]:
         why = "largest"
     elif first[1] != second[1]:
-        why = "largest file"
-    elif first[2] != second[2]:
         why = "oldest"
-    else:
+    elif first[2] != second[2]:
         why = "best name"
+    elif first[3] != second[3]:
+        why = "largest file"
+    else:
+        why = "shortest name"
     keeper = ordered[0]
     return (Member(keeper.image_id, keeper.path, keeper.width, keeper.height, keeper.size, keeper.when, why),
             *ordered[1:])  # fmt: skip

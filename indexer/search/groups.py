@@ -25,13 +25,14 @@ _COPY_NAME = re.compile(r"(\bcopy\b|\bkopie\b|\bcopie\b|\(\d+\)|[-_ ~]\d{1,2}$)"
 
 def keep_order(
     path: str, width: int | None, height: int | None, size: int, when: datetime | None
-) -> tuple[int, int, float, int, int]:
-    """Sort key of the copy to keep (smallest first): the largest (pixels, then bytes), then the
-    oldest, then the best-named (not called a copy, then the shortest name)."""
+) -> tuple[int, float, int, int, int]:
+    """Sort key of the copy to keep (smallest first): the largest (pixels), then the oldest, then
+    the best-named (not called a copy), then the one with more bytes, then the shortest name. Bytes
+    come late: an edited copy re-encoded at a higher quality is larger but not the original."""
     pixels = (width or 0) * (height or 0)
     stamp = when.timestamp() if when else float("inf")
     name = Path(path)
-    return (-pixels, -size, stamp, 1 if _COPY_NAME.search(name.stem) else 0, len(name.name))
+    return (-pixels, stamp, 1 if _COPY_NAME.search(name.stem) else 0, -size, len(name.name))
 
 
 def same_picture(a: int | None, b: int | None) -> bool:

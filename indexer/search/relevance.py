@@ -44,7 +44,7 @@ CUTOFF = 0.5  # a strength at least this is a match
 # query. A photo matches a query that describes it clearly better than any of its tags does,
 # and a tag phrase that says what the query says (text cosine SAME_AS_QUERY or more: "dog"
 # for "a dog") is the query itself, not a rival.
-TAG_LEAD = 1.0
+TAG_LEAD = 2.0
 SAME_AS_QUERY = 0.9
 IMAGE_Z = 2.0  # how many robust standard deviations above the library a photo must stand
 IMAGE_SLOPE = 1.5  # strength per z above IMAGE_Z (logistic)

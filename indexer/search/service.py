@@ -135,9 +135,9 @@ class SearchResult:
         }
 
 
-def _keep_key(rec: ImageRecord | None) -> tuple[int, int, float, int, int]:
+def _keep_key(rec: ImageRecord | None) -> tuple[int, float, int, int, int]:
     if rec is None:
-        return (1, 0, float("inf"), 1, 1 << 30)
+        return (1, float("inf"), 1, 0, 1 << 30)
     when = rec.taken_at or (datetime.fromtimestamp(rec.mtime_ns / 1e9) if rec.mtime_ns else None)
     return keep_order(rec.path, rec.width, rec.height, rec.size, when)
 
