@@ -29,7 +29,7 @@ import numpy as np
 
 from indexer.errors import GlimpseError
 from indexer.models.space import ModelSlot
-from indexer.search.groups import Links, keep_order, same_picture
+from indexer.search.groups import Links, keep_order, photo_date, same_picture
 from store.library import LibraryStore
 from store.neighbours import near_pairs
 from store.records import ImageRecord
@@ -90,8 +90,7 @@ class TrashError(GlimpseError):
 
 
 def _member(rec: ImageRecord) -> Member:
-    when = rec.taken_at or (datetime.fromtimestamp(rec.mtime_ns / 1e9) if rec.mtime_ns else None)
-    return Member(rec.id, rec.path, rec.width, rec.height, rec.size, when)
+    return Member(rec.id, rec.path, rec.width, rec.height, rec.size, photo_date(rec))
 
 
 def _order(m: Member) -> tuple[int, float, int, int, int]:

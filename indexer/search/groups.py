@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from store.neighbours import near_pairs
+from store.records import ImageRecord
 
 # How many of the 63 bits of two perceptual hashes may differ for the pictures to be the same
 # picture: resizing, re-encoding, brightening or a 5% crop flip a few; another photo of the
@@ -33,6 +34,11 @@ def keep_order(
     stamp = when.timestamp() if when else float("inf")
     name = Path(path)
     return (-pixels, stamp, 1 if _COPY_NAME.search(name.stem) else 0, -size, len(name.name))
+
+
+def photo_date(rec: ImageRecord) -> datetime | None:
+    """When a photo was taken, else when its file was last modified (what "oldest" compares)."""
+    return rec.taken_at or (datetime.fromtimestamp(rec.mtime_ns / 1e9) if rec.mtime_ns else None)
 
 
 def same_picture(a: int | None, b: int | None) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 from indexer.errors import NotFoundError, QueryError
 from indexer.models.embedder import Embedder
 from indexer.search import relevance
-from indexer.search.groups import collapse, keep_order
+from indexer.search.groups import collapse, keep_order, photo_date
 from indexer.search.query import Query, Term, parse_query
 from indexer.search.relevance import Descriptions
 from store.flat import SearchHits
@@ -138,8 +138,7 @@ class SearchResult:
 def _keep_key(rec: ImageRecord | None) -> tuple[int, float, int, int, int]:
     if rec is None:
         return (1, float("inf"), 1, 0, 1 << 30)
-    when = rec.taken_at or (datetime.fromtimestamp(rec.mtime_ns / 1e9) if rec.mtime_ns else None)
-    return keep_order(rec.path, rec.width, rec.height, rec.size, when)
+    return keep_order(rec.path, rec.width, rec.height, rec.size, photo_date(rec))
 
 
 @dataclass(frozen=True)
