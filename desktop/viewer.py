@@ -55,7 +55,7 @@ def describe(result: SearchResult) -> str:
         parts.append(result.taken_at.strftime("taken %Y-%m-%d %H:%M"))
     if result.camera:
         parts.append(result.camera)
-    parts.append(f"score {result.score:.3f}")
+    parts.append(f"{'weaker match' if result.weak else 'match'} {result.strength:.0%}")
     return "   ·   ".join(parts)
 
 
