@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.errors import GlimpseError
 from indexer.models.space import ModelSlot
 from indexer.search.groups import Links, keep_order, photo_date, same_picture
 from store.library import LibraryStore
@@ -82,11 +81,6 @@ class DuplicateGroup:
                 for m in self.members
             ],
         }
-
-
-class TrashError(GlimpseError):
-    title = "Could not move to the trash"
-    exit_code = 1
 
 
 def _member(rec: ImageRecord) -> Member:

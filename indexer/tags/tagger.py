@@ -212,8 +212,7 @@ class Tagger:
         """Give search what the vocabulary can say about any photo (``indexer.search.relevance``),
         when that changed: the background prompts' vectors, then every zero-shot phrase's."""
         model_id = space.vectors().model_id
-        current = self.tags.descriptions(model_id)
-        if current is not None and current.key == key:
+        if self.tags.descriptions_key(model_id) == key:
             return
         background = np.ascontiguousarray(model.background.T, np.float32)
         phrases = [model.weights[:, a:b].T for a, b, taught in model.columns() if not taught]  # a tag's phrase columns
@@ -371,10 +370,9 @@ class Tagger:
         space = self.slot.space
         with self._lock:
             tags, wanted, key = self._state(space)
-            described = self.tags.descriptions(space.vectors().model_id)
-            descriptions_key = self._descriptions_key(space, tags, wanted)
-        return self.store.get_meta(self._meta_key(space)) == key and (
-            described is not None and described.key == descriptions_key
+            described = self.tags.descriptions_key(space.vectors().model_id)
+        return self.store.get_meta(self._meta_key(space)) == key and described == self._descriptions_key(
+            space, tags, wanted
         )
 
     @staticmethod
