@@ -256,15 +256,7 @@ class SearchService:
             ok = set(allowed.tolist()) if allowed is not None else None
             listed = [(i, s) for i, s, _ in ranked if ok is None or i in ok][:k]
             return self._results([_Candidate(i, s, s, None, False) for i, s in listed])
-        vectors = self._vectors()
-        terms = self._term_vectors(query, vectors)
-        vec = _unit(sum((t.weight * v for t, v, _ in terms), np.zeros(vectors.dim, np.float64)))
-        query_ids = {i for _, _, i in terms if i is not None}
-        calibration = None
-        if all(t.kind == "text" for t in query.terms):
-            positive = _unit(sum((t.weight * v for t, v, _ in terms if t.weight > 0), np.zeros(vectors.dim)))
-            negatives = tuple((-t.weight, np.asarray(v, np.float32)) for t, v, _ in terms if t.weight < 0)
-            calibration = _Calibration(positive, negatives)
+        vec, query_ids, calibration = self.query_vector(query, self._vectors())
         return self._results(self._rank(vec, k, allowed, query_ids, calibration))
 
     def search_vector(
@@ -412,16 +404,17 @@ class SearchService:
             )
         return results
 
-    def query_vector(self, query: Query, vectors: VectorReads) -> tuple[np.ndarray, set[int]]:
-        """The unit query vector, and the ids of indexed photos used as terms (to leave out)."""
+    def query_vector(self, query: Query, vectors: VectorReads) -> tuple[np.ndarray, set[int], _Calibration | None]:
+        """The unit query vector, the ids of indexed photos used as terms (to leave out), and, for a
+        query of words only, what its matches are calibrated with (its positive and negative terms)."""
         terms = self._term_vectors(query, vectors)
-        total = np.zeros(vectors.dim, dtype=np.float64)
-        query_ids: set[int] = set()
-        for term, vec, image_id in terms:
-            total += term.weight * vec
-            if image_id is not None:
-                query_ids.add(image_id)
-        return _unit(total), query_ids
+        vec = _unit(sum((t.weight * v for t, v, _ in terms), np.zeros(vectors.dim, np.float64)))
+        query_ids = {i for _, _, i in terms if i is not None}
+        if not all(t.kind == "text" for t in query.terms):
+            return vec, query_ids, None
+        positive = _unit(sum((t.weight * v for t, v, _ in terms if t.weight > 0), np.zeros(vectors.dim)))
+        negatives = tuple((-t.weight, np.asarray(v, np.float32)) for t, v, _ in terms if t.weight < 0)
+        return vec, query_ids, _Calibration(positive, negatives)
 
     def _term_vectors(self, query: Query, vectors: VectorReads) -> list[tuple[Term, np.ndarray, int | None]]:
         """Each term's unit vector (texts embedded in one batch), with the photo id of an indexed photo term."""
